@@ -1,0 +1,24 @@
+"""seqpan: a fast, exact inference engine for SeqPAN video grounding."""
+from setuptools import find_packages, setup
+
+setup(
+    name="seqpan",
+    version="0.1.0",
+    description="Fast, exact, batch-invariant inference engine for SeqPAN video grounding",
+    python_requires=">=3.10",
+    packages=find_packages(include=["reference", "reference.*", "kernels", "kernels.*", "engine", "engine.*",
+                                    "bench", "bench.*"]),
+    package_data={"engine": ["data/*"]},
+    # torch is deliberately unpinned from above so that an existing CUDA build is kept; CPU-only
+    # machines should install the CPU wheel first (see README: `pip install torch==2.13.0`).
+    install_requires=["torch>=2.4", "numpy>=1.24", "safetensors>=0.4", "tqdm>=4.60"],
+    extras_require={
+        "triton": ["triton>=3.0"],
+        "onnx": ["onnx>=1.16", "onnxscript>=0.1", "onnxruntime>=1.18"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "triton>=3.0", "onnx>=1.16", "onnxscript>=0.1",
+                 "onnxruntime>=1.18"],
+        "bench": ["pytest-benchmark>=4", "matplotlib>=3.7"],
+        "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
+    },
+    entry_points={"console_scripts": ["seqpan=engine.cli:main"]},
+)

@@ -68,3 +68,11 @@ def load_golden(path: str | Path) -> Golden:
         raise GoldenError(f"golden file {path}: gumbel_noise has shape {noise.shape}, "
                           f"expected {(b, video.shape[1], 4)}")
     return Golden(path, meta, arrays)
+
+
+def golden_model(golden: Golden):
+    """The reference SeqPAN holding a golden file's weights, with its meta's num_heads and tau."""
+    from reference.tf_names import model_from_tf_vars
+
+    overrides = {k: golden.meta[k] for k in ("num_heads", "tau") if k in golden.meta}
+    return model_from_tf_vars(golden.tf_vars, **overrides)

@@ -1,0 +1,32 @@
+"""Shared fixtures: golden files (the project's compact one, plus ../shared/golden when present)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    # Triton kernels run on CPU tensors through its interpreter; it must be chosen before import.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+TESTS = Path(__file__).resolve().parent
+COMPACT_GOLDEN = TESTS / "data" / "compact_charades_b3.npz"
+SHARED_GOLDEN_DIR = TESTS.parent.parent / "shared" / "golden"
+
+
+def golden_paths() -> list[Path]:
+    """The compact golden always; every other golden in ../shared/golden when that folder exists."""
+    shared = sorted(p for p in SHARED_GOLDEN_DIR.glob("*.npz") if p.name != COMPACT_GOLDEN.name)
+    return [COMPACT_GOLDEN, *shared]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs an NVIDIA GPU (run by bench/gpu_check.sh)")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds on CPU")
+
+
+@pytest.fixture(params=golden_paths(), ids=lambda p: p.stem)
+def golden_path(request) -> Path:
+    return request.param

@@ -46,10 +46,12 @@ class SeqPANInputs:
 
 
 def prepare_inputs(video: torch.Tensor, video_len: torch.Tensor, word_ids: torch.Tensor,
-                   char_ids: torch.Tensor) -> SeqPANInputs:
-    """Validate shapes and lengths, cut padding past the longest video and query, build masks."""
+                   char_ids: torch.Tensor, visual_dim: int) -> SeqPANInputs:
+    """Validate shapes, lengths and values, cut padding past the longest video and query, build masks."""
     if video.dim() != 3 or word_ids.dim() != 2 or char_ids.dim() != 3 or video_len.dim() != 1:
         raise ValueError("expected video [B, N, D], video_len [B], word_ids [B, M], char_ids [B, M, W]")
+    if video.shape[-1] != visual_dim:
+        raise ValueError(f"video features have dimension {video.shape[-1]}, the model expects {visual_dim}")
     b = video.shape[0]
     if not (video_len.shape[0] == word_ids.shape[0] == char_ids.shape[0] == b):
         raise ValueError("video, video_len, word_ids and char_ids disagree on the batch size")
@@ -63,8 +65,11 @@ def prepare_inputs(video: torch.Tensor, video_len: torch.Tensor, word_ids: torch
     if int(query_len.min()) < 1:
         raise ValueError("every query needs at least one word")
     n, m = int(video_len.max()), int(query_len.max())
-    word_ids, char_ids = word_ids[:, :m], char_ids[:, :m]
-    return SeqPANInputs(video[:, :n], video_len, word_ids, char_ids, length_mask(video_len, n), word_ids != 0)
+    video_mask = length_mask(video_len, n)
+    video, word_ids, char_ids = video[:, :n], word_ids[:, :m], char_ids[:, :m]
+    if not bool(torch.isfinite(video[video_mask]).all()):
+        raise ValueError("video features contain NaN or inf")
+    return SeqPANInputs(video, video_len, word_ids, char_ids, video_mask, word_ids != 0)
 
 
 class SeqPAN(nn.Module):
@@ -111,7 +116,7 @@ class SeqPAN(nn.Module):
         intermediates under the golden files' `mid/*` names.
         """
         check_padding(padding)
-        inp = prepare_inputs(video, video_len, word_ids, char_ids)
+        inp = prepare_inputs(video, video_len, word_ids, char_ids, self.cfg.visual_dim)
         v_mask, q_mask = inp.video_mask, inp.query_mask
         record: Recorder = trace.__setitem__ if trace is not None else _ignore
         v = self.encode_video(inp.video, v_mask, padding, record)

@@ -1,0 +1,85 @@
+"""Test helpers: random models and batches, per-sample views, error measures."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from reference.config import SeqPANConfig
+from reference.model import SeqPAN
+
+
+def small_config(**overrides) -> SeqPANConfig:
+    """A small SeqPAN (dim 32, 4 heads) that runs fast on CPU; every shape rule of the real one."""
+    base = dict(num_words=40, num_chars=30, max_pos_len=48, char_dim=8, word_dim=12, visual_dim=24, dim=32,
+                num_heads=4, attn_layer=2)
+    return SeqPANConfig(**{**base, **overrides})
+
+
+def random_model(cfg: SeqPANConfig, seed: int = 0, dtype: torch.dtype = torch.float64) -> SeqPAN:
+    """A model whose every parameter and buffer is random (no zero/one initialisers hide anything)."""
+    g = torch.Generator().manual_seed(seed)
+    model = SeqPAN(cfg)
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            t.copy_(torch.randn(t.shape, generator=g) * (0.5 if t.dim() > 1 else 0.2))
+            if t.dim() == 1 and t.shape[0] == cfg.dim:
+                t.add_(1.0 if torch.rand((), generator=g) > 0.5 else 0.0)
+    return model.to(dtype).eval()
+
+
+def random_batch(cfg: SeqPANConfig, video_lens: list[int], query_lens: list[int], seed: int = 0,
+                 dtype: torch.dtype = torch.float64, max_word_len: int = 9) -> dict[str, torch.Tensor]:
+    """A padded batch: zero-padded video features, word ids 2.., left-packed char ids."""
+    g = torch.Generator().manual_seed(seed)
+    b, n, m = len(video_lens), max(video_lens), max(query_lens)
+    video = torch.zeros(b, n, cfg.visual_dim, dtype=dtype)
+    words = torch.zeros(b, m, dtype=torch.long)
+    word_lens = torch.randint(1, max_word_len + 1, (b, m), generator=g)
+    chars = torch.zeros(b, m, max(4, int(word_lens.max())), dtype=torch.long)
+    for i, (vl, ql) in enumerate(zip(video_lens, query_lens)):
+        video[i, :vl] = torch.randn(vl, cfg.visual_dim, generator=g, dtype=dtype)
+        words[i, :ql] = torch.randint(1, cfg.num_words, (ql,), generator=g)
+        for j in range(ql):
+            chars[i, j, : word_lens[i, j]] = torch.randint(1, cfg.num_chars, (int(word_lens[i, j]),), generator=g)
+    return {"video": video, "video_len": torch.tensor(video_lens), "word_ids": words, "char_ids": chars}
+
+
+def sample_alone(batch: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+    """Sample i as the original would batch it alone: video cut to its length, query to its words,
+    chars to max(4, its longest word)."""
+    vl = int(batch["video_len"][i])
+    ql = int((batch["word_ids"][i] != 0).sum())
+    chars = batch["char_ids"][i : i + 1, :ql]
+    width = max(4, int((chars != 0).sum(-1).max()))
+    return {"video": batch["video"][i : i + 1, :vl], "video_len": batch["video_len"][i : i + 1],
+            "word_ids": batch["word_ids"][i : i + 1, :ql], "char_ids": chars[:, :, :width]}
+
+
+def rel_err(out: torch.Tensor | np.ndarray, ref: torch.Tensor | np.ndarray) -> float:
+    """‖out − ref‖ / ‖ref‖ in float64; inf when out is not finite."""
+    out = torch.as_tensor(out).double()
+    ref = torch.as_tensor(ref).double()
+    if not torch.isfinite(out).all():
+        return float("inf")
+    return float(torch.linalg.vector_norm(out - ref) / torch.linalg.vector_norm(ref).clamp_min(1e-300))
+
+
+class CliResult:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_cli(*args: str) -> CliResult:
+    """Run `seqpan ARGS` in this process (the same `main` the console script calls)."""
+    import contextlib
+    import io
+
+    from engine.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+    return CliResult(code, out.getvalue(), err.getvalue())

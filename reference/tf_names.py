@@ -164,3 +164,14 @@ def tf_to_state_dict(tf_vars: Mapping[str, np.ndarray], cfg: SeqPANConfig,
     if unused:
         raise WeightsError(f"unexpected TF variables: {', '.join(unused[:5])}")
     return state
+
+
+def model_from_tf_vars(tf_vars: Mapping[str, np.ndarray], **overrides):
+    """A reference SeqPAN (eval mode, float32) holding the given TF variables."""
+    from .model import SeqPAN  # local import: the model module does not depend on this one
+
+    cfg = config_from_tf_vars(tf_vars, **overrides)
+    model = SeqPAN(cfg)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    model.load_state_dict({k: v.float() for k, v in tf_to_state_dict(tf_vars, cfg, expected).items()})
+    return model.eval()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+import torch
 from torch import nn
 
 from reference.model import SeqPAN
@@ -15,6 +16,7 @@ BACKENDS: dict[str, str] = {
     "reference": "engine.backends:reference_backend",
     "triton": "kernels.model:triton_seqpan",
     "onnx": "engine.localizer_export:onnx_seqpan",
+    "engine": "engine.backends:engine_backend",
 }
 
 
@@ -25,6 +27,17 @@ class BackendError(RuntimeError):
 def reference_backend(model: SeqPAN, **options) -> nn.Module:
     """The reference itself."""
     return model
+
+
+def auto_backend_name(device: torch.device) -> str:
+    """What the engine runs: the Triton kernels on a CUDA GPU, the reference elsewhere."""
+    return "triton" if device.type == "cuda" else "reference"
+
+
+def engine_backend(model: SeqPAN, **options) -> nn.Module:
+    """Whatever the engine picks for the model's device."""
+    device = next(model.parameters()).device
+    return build_backend(auto_backend_name(device), model, **options)
 
 
 def build_backend(name: str, model: SeqPAN, **options) -> nn.Module:

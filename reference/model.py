@@ -121,6 +121,16 @@ class SeqPAN(nn.Module):
         record: Recorder = trace.__setitem__ if trace is not None else _ignore
         v = self.encode_video(inp.video, v_mask, padding, record)
         q = self.encode_query(inp.word_ids, inp.char_ids, q_mask, padding, record)
+        return self.ground_encoded(v, q, v_mask, q_mask, padding, gumbel_noise, record)
+
+    def ground_encoded(self, v: torch.Tensor, q: torch.Tensor, v_mask: torch.Tensor, q_mask: torch.Tensor,
+                       padding: str = "isolated", gumbel_noise: torch.Tensor | None = None,
+                       record: Recorder = _ignore) -> SeqPANOutput:
+        """Everything after the two encoders: SGPA layers, CQA, fusion, matching, localizer.
+
+        Takes the outputs of `encode_video` [B, N, D] and `encode_query` [B, M, D], so a caller may
+        encode a video once and reuse it for several queries.
+        """
         record("conv_block:conv_block@0", v)
         record("conv_block:conv_block@1", q)
         for i, layer in enumerate(self.sgpa):

@@ -8,7 +8,8 @@ import sys
 
 # Modules that each expose `register(subparsers)`, adding one subcommand whose handler is
 # stored as `func` and returns the process exit code.
-COMMAND_MODULES = ("engine.cli_parity", "engine.cli_convert")
+COMMAND_MODULES = ("engine.cli_parity", "engine.cli_convert", "engine.cli_ground", "engine.cli_export",
+                   "engine.cli_train")
 
 
 class UserError(Exception):
@@ -22,10 +23,15 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from .backends import BackendError
     from .checkpoint import CheckpointError
     from .convert import ConvertError
+    from .dataset import DatasetError
     from .golden import GoldenError
+    from .localizer_export import LocalizerOnnxError
+    from .train import TrainError
+    from .trt import TrtError
 
     return (UserError, WeightsError, BackendError, CheckpointError, ConvertError, GoldenError,
-            FileNotFoundError, PermissionError, IsADirectoryError)
+            FileNotFoundError, PermissionError, IsADirectoryError, LocalizerOnnxError, TrtError,
+            DatasetError, TrainError)
 
 
 def print_json(obj) -> None:

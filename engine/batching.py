@@ -1,0 +1,61 @@
+"""Bucketing: group requests of similar shape, and the padded shapes that batches run at."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Hashable, Sequence
+
+CLIP_STEP = 16  # clip counts round up to a multiple of this (capped at max_pos_len)
+MIN_WORDS = 8  # query lengths round up to a power of two, at least this
+CHAR_STEP = 8  # char widths round up to a multiple of this
+
+
+def round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+def clip_bucket(num_clips: int, max_pos_len: int) -> int:
+    """Padded clip count for a video of `num_clips` clips."""
+    return min(round_up(num_clips, CLIP_STEP), max_pos_len)
+
+
+def word_bucket(num_words: int) -> int:
+    """Padded query length: the next power of two, at least MIN_WORDS."""
+    size = MIN_WORDS
+    while size < num_words:
+        size *= 2
+    return size
+
+
+def char_bucket(width: int) -> int:
+    """Padded char width (at least 4 as the char CNN needs; a multiple of CHAR_STEP)."""
+    return round_up(max(width, 4), CHAR_STEP)
+
+
+def batch_bucket(size: int) -> int:
+    """Padded batch size for a captured CUDA graph: the next power of two."""
+    return 1 << max(size - 1, 0).bit_length()
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The padded shape one batch runs at."""
+    clips: int
+    words: int
+    chars: int
+
+
+def plan_batches(keys: Sequence[tuple[Shape, Hashable]], max_batch: int) -> list[tuple[Shape, list[int]]]:
+    """Group item indices by bucket shape, in order of first appearance, at most `max_batch` each.
+
+    `keys[i]` is item i's (shape, video key); items of one video are kept together in a chunk
+    where they fit, so that its video encoding is shared.
+    """
+    groups: dict[Shape, dict[Hashable, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, (shape, video) in enumerate(keys):
+        groups[shape][video].append(i)
+    plan: list[tuple[Shape, list[int]]] = []
+    for shape, by_video in groups.items():
+        ordered = [i for members in by_video.values() for i in members]
+        plan += [(shape, ordered[k: k + max_batch]) for k in range(0, len(ordered), max_batch)]
+    return plan

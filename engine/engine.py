@@ -1,0 +1,269 @@
+"""GroundingEngine: batched, batch-invariant, deterministic grounding of (video, query) requests."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Hashable, Sequence
+
+import numpy as np
+import torch
+
+from reference.matching import NUM_LABELS, gumbel_noise
+from reference.model import SeqPAN
+from reference.ops import length_mask
+
+from .backends import BackendError, auto_backend_name, build_backend
+from .batching import Shape, batch_bucket, char_bucket, clip_bucket, plan_batches, word_bucket
+from .checkpoint import load_checkpoint
+from .features import FeatureError, index_to_time, load_features, sample_features
+from .text import encode, tokenize
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class RequestError(ValueError):
+    """A request that cannot be served (bad features, empty query, bad duration, ...)."""
+
+
+@dataclass
+class GroundingRequest:
+    """One (video, query) pair. `features` is a [T, D] array or a `.npy` path; requests that share a
+    video (the same array object, the same path, or the same `video_id`) share its encoding."""
+    features: np.ndarray | str | Path
+    query: str
+    duration: float | None
+    video_id: str | None = None
+    id: Any = None
+    seed: int | None = None  # Gumbel noise seed for the matching logits; None = no noise
+
+
+@dataclass
+class GroundingResult:
+    """The moment found for one request, or the reason it could not be served."""
+    id: Any
+    start: float | None = None  # seconds
+    end: float | None = None
+    start_index: int | None = None  # clip indices after down-sampling to max_pos_len
+    end_index: int | None = None
+    score: float | None = None  # p_start(start) * p_end(end)
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        if self.error is not None:
+            return {"id": self.id, "error": self.error}
+        return {"id": self.id, "start": self.start, "end": self.end, "start_index": self.start_index,
+                "end_index": self.end_index, "score": self.score}
+
+
+@dataclass
+class Prepared:
+    """A validated request: down-sampled features, encoded words, and its sharing key."""
+    features: torch.Tensor  # [clips, visual_dim] float32, CPU
+    word_ids: list[int]
+    char_ids: list[list[int]]
+    duration: float
+    video_key: Hashable
+    noise: torch.Tensor | None = None  # [clips, 4]
+    shape: Shape = field(init=False)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError("device 'cuda' was asked for, but no CUDA GPU is available")
+    return device
+
+
+class GroundingEngine:
+    """Grounds requests in batches bucketed by (clips, words); results do not depend on batching.
+
+    On CPU it runs fp32 eagerly. On CUDA it runs bf16 by default and replays one CUDA graph per
+    (batch, bucket) shape.
+    """
+
+    def __init__(self, model: SeqPAN, word_dict: dict[str, int], char_dict: dict[str, int],
+                 device: str | torch.device = "auto", precision: str = "auto", backend: str = "auto",
+                 max_batch: int = 256, cuda_graphs: bool | None = None):
+        if precision not in PRECISIONS:
+            raise BackendError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.device = resolve_device(device)
+        on_gpu = self.device.type == "cuda"
+        self.precision = ("bf16" if on_gpu else "fp32") if precision == "auto" else precision
+        self.backend_name = auto_backend_name(self.device) if backend == "auto" else backend
+        self.cfg = model.cfg
+        self.word_dict, self.char_dict = word_dict, char_dict
+        self.max_batch = max_batch
+        model = model.to(self.device).eval()
+        self.model = build_backend(self.backend_name, model, precision=self.precision)
+        self.graphs = GraphCache(self._forward) if (on_gpu if cuda_graphs is None else cuda_graphs) else None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto",
+                        backend: str = "auto", **options) -> "GroundingEngine":
+        """Load a native checkpoint (see `seqpan convert-tf` and `seqpan train`)."""
+        ckpt = load_checkpoint(path)
+        return cls(ckpt.model, ckpt.word_dict, ckpt.char_dict, device, precision, backend, **options)
+
+    @property
+    def description(self) -> str:
+        graphs = ", CUDA graphs" if self.graphs is not None else ""
+        return f"{self.backend_name} backend, {self.precision}, {self.device}{graphs}"
+
+    # -- request preparation ---------------------------------------------------------------
+    def prepare(self, request: GroundingRequest, cache: dict[Hashable, torch.Tensor] | None = None) -> Prepared:
+        """Validate one request and turn it into model inputs; raises RequestError."""
+        duration = request.duration
+        if duration is None or isinstance(duration, bool) or not isinstance(duration, (int, float)):
+            raise RequestError(f"duration must be a number of seconds, got {duration!r}")
+        if not math.isfinite(duration) or duration <= 0:
+            raise RequestError(f"duration must be a positive number of seconds, got {duration}")
+        if not isinstance(request.query, str) or not request.query.strip():
+            raise RequestError("query is empty")
+        words = tokenize(request.query)
+        if not words:
+            raise RequestError(f"query {request.query!r} has no words")
+        word_ids, char_ids = encode(words, self.word_dict, self.char_dict, self.cfg.max_pos_len)
+        key = video_key(request)
+        cache = {} if cache is None else cache
+        if key not in cache:
+            try:
+                raw = load_features(request.features, self.cfg.visual_dim)
+            except FeatureError as err:
+                raise RequestError(str(err)) from None
+            cache[key] = torch.from_numpy(np.ascontiguousarray(sample_features(raw, self.cfg.max_pos_len),
+                                                               dtype=np.float32))
+        feats = cache[key]
+        noise = None
+        if request.seed is not None:
+            noise = gumbel_noise((feats.shape[0], NUM_LABELS), torch.Generator().manual_seed(request.seed))
+        prepared = Prepared(feats, word_ids, char_ids, float(duration), key, noise)
+        prepared.shape = Shape(clip_bucket(feats.shape[0], self.cfg.max_pos_len), word_bucket(len(word_ids)),
+                               char_bucket(max(len(c) for c in char_ids)))
+        return prepared
+
+    # -- running -----------------------------------------------------------------------------
+    def ground(self, requests: Sequence[GroundingRequest],
+               progress: Callable[[int], None] | None = None) -> list[GroundingResult]:
+        """Ground every request; a request that cannot be served gets a result with `error` set."""
+        results: list[GroundingResult | None] = [None] * len(requests)
+        prepared: dict[int, Prepared] = {}
+        cache: dict[Hashable, torch.Tensor] = {}
+        for i, request in enumerate(requests):
+            try:
+                prepared[i] = self.prepare(request, cache)
+            except RequestError as err:
+                results[i] = GroundingResult(request.id, error=str(err))
+                if progress:
+                    progress(1)
+        order = list(prepared)
+        plan = plan_batches([(prepared[i].shape, prepared[i].video_key) for i in order], self.max_batch)
+        for shape, members in plan:
+            idx = [order[k] for k in members]
+            for i, result in zip(idx, self.run_batch([prepared[i] for i in idx], shape)):
+                result.id = requests[i].id
+                results[i] = result
+            if progress:
+                progress(len(idx))
+        return results  # type: ignore[return-value]
+
+    def run_batch(self, items: Sequence[Prepared], shape: Shape) -> list[GroundingResult]:
+        """One padded batch at `shape`; each video is encoded once."""
+        keys = list(dict.fromkeys(p.video_key for p in items))
+        unique = {k: next(p.features for p in items if p.video_key == k) for k in keys}
+        b, u = len(items), len(keys)
+        if self.graphs is not None:
+            b, u = batch_bucket(b), batch_bucket(u)
+        video = torch.zeros(u, shape.clips, self.cfg.visual_dim)
+        video_len = torch.ones(u, dtype=torch.long)
+        for j, k in enumerate(keys):
+            video[j, : unique[k].shape[0]] = unique[k]
+            video_len[j] = unique[k].shape[0]
+        video_index = torch.zeros(b, dtype=torch.long)
+        words = torch.zeros(b, shape.words, dtype=torch.long)
+        chars = torch.zeros(b, shape.words, shape.chars, dtype=torch.long)
+        noise = torch.zeros(b, shape.clips, NUM_LABELS)
+        for i in range(b):
+            p = items[min(i, len(items) - 1)]  # graph padding rows repeat the last request
+            video_index[i] = keys.index(p.video_key)
+            words[i, : len(p.word_ids)] = torch.tensor(p.word_ids)
+            for j, cids in enumerate(p.char_ids):
+                chars[i, j, : len(cids)] = torch.tensor(cids, dtype=torch.long)
+            if p.noise is not None:
+                noise[i, : p.noise.shape[0]] = p.noise
+        inputs = [t.to(self.device, non_blocking=True) for t in (video, video_len, video_index, words, chars, noise)]
+        run = self.graphs.run if self.graphs is not None else self._forward
+        start, end, score = (t.cpu() for t in run(*inputs))
+        results = []
+        for i, p in enumerate(items):
+            s, e = int(start[i]), int(end[i])
+            t0, t1 = index_to_time(s, e, p.features.shape[0], p.duration)
+            results.append(GroundingResult(None, float(t0), float(t1), s, e, float(score[i])))
+        return results
+
+    @torch.no_grad()
+    def _forward(self, video: torch.Tensor, video_len: torch.Tensor, video_index: torch.Tensor,
+                 words: torch.Tensor, chars: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Encode the unique videos once, gather them per query, run the rest; isolated padding."""
+        model = self.model
+        with autocast(self.device, self.precision, self.backend_name):
+            v_mask_u = length_mask(video_len, video.shape[1])
+            v = model.encode_video(video.to(dtype_of(model)), v_mask_u, "isolated")
+            v, v_mask = v[video_index], v_mask_u[video_index]
+            q_mask = words != 0
+            q = model.encode_query(words, chars, q_mask, "isolated")
+            out = model.ground_encoded(v, q, v_mask, q_mask, "isolated", noise.to(v.dtype))
+        return out.start_index, out.end_index, out.score.float()
+
+
+def dtype_of(model: torch.nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def autocast(device: torch.device, precision: str, backend: str):
+    """bf16 autocast for the reference backend on GPU; kernels handle their own precision."""
+    enabled = precision == "bf16" and backend == "reference"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def video_key(request: GroundingRequest) -> Hashable:
+    """What makes two requests share a video: explicit id, same file, or the same array object."""
+    if request.video_id is not None:
+        return ("id", str(request.video_id))
+    if isinstance(request.features, (str, Path)):
+        return ("path", os.path.realpath(request.features))
+    return ("array", id(request.features))
+
+
+class GraphCache:
+    """One captured CUDA graph per input shape, replayed with the inputs copied into static buffers."""
+
+    def __init__(self, fn: Callable[..., tuple[torch.Tensor, ...]]):
+        self.fn = fn
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], tuple[torch.Tensor, ...]]] = {}
+
+    def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        key = tuple((tuple(t.shape), t.dtype) for t in inputs)
+        if key not in self.graphs:
+            self.graphs[key] = self.capture(inputs)
+        graph, static_in, static_out = self.graphs[key]
+        for dst, src in zip(static_in, inputs):
+            dst.copy_(src)
+        graph.replay()
+        return tuple(t.clone() for t in static_out)
+
+    def capture(self, inputs: Sequence[torch.Tensor]):
+        static_in = [t.clone() for t in inputs]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up: autotuning, lazy init, allocator pools
+                self.fn(*static_in)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.fn(*static_in)
+        return graph, static_in, static_out

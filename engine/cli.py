@@ -9,7 +9,7 @@ import sys
 # Modules that each expose `register(subparsers)`, adding one subcommand whose handler is
 # stored as `func` and returns the process exit code.
 COMMAND_MODULES = ("engine.cli_parity", "engine.cli_convert", "engine.cli_ground", "engine.cli_export",
-                   "engine.cli_train")
+                   "engine.cli_train", "engine.cli_bench")
 
 
 class UserError(Exception):

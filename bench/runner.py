@@ -1,0 +1,317 @@
+"""The benchmark behind `seqpan bench`: reference (eager, torch.compile) vs the engine's backends,
+in one process, on the same workload inputs, with device-resident inputs.
+
+A reference row times `SeqPAN.forward` on one padded batch of B queries. An engine row times the
+engine's device step (`GroundingEngine._forward`, or its CUDA-graph replay) for every batch the
+engine plans for those B queries, on the very inputs `GroundingEngine.ground` hands it.
+Tokenizing, feature sampling and batch assembly on the host are not timed there; the
+micro-batcher section measures requests end to end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from engine.backends import BACKENDS
+from engine.batcher import MicroBatcher
+from engine.engine import GroundingEngine, GroundingRequest
+from reference.model import SeqPAN
+
+from . import report
+from .timing import environment, percentile, summarize, time_calls
+from .workloads import NOTES, Workload, load_workload, model_inputs, random_model, requests
+
+PRECISIONS = ("fp32", "bf16")
+SECTIONS = ("rows", "batcher", "shared_video")
+ENGINE_BACKENDS = tuple(f"engine-{name}" for name in [*BACKENDS, "auto"] if name != "engine")  # engine = auto
+BACKEND_NAMES = (*report.BASELINES, *ENGINE_BACKENDS)
+COMPILE_WARMUP = 3  # reduce-overhead compiles on the first call and records its CUDA graph on a later one
+QUERIES_PER_VIDEO = 4  # the shared-video measurement's grouping
+BATCHER = {"max_batch": 64, "max_wait_ms": 2.0}  # the micro-batcher's settings under load
+
+
+def default_backends(device: torch.device) -> list[str]:
+    """Both baselines and the engine's backends on a GPU; eager reference and engine on CPU
+    (there torch.compile takes minutes and the Triton kernels only run interpreted)."""
+    if device.type == "cuda":
+        return ["reference-eager", "reference-compile", "engine-reference", "engine-triton", "engine-auto"]
+    return ["reference-eager", "engine-reference", "engine-auto"]
+
+
+@dataclass
+class BenchOptions:
+    workloads: Sequence[str]
+    backends: Sequence[str]
+    precisions: Sequence[str]
+    batch_sizes: Sequence[int]
+    device: torch.device
+    repeats: int = 50
+    warmup: int = 10
+    sections: Sequence[str] = SECTIONS
+    concurrency: Sequence[int] = (1, 8, 32)
+    requests_per_submitter: int = 16
+    shared_batch: int = 64
+    time_budget_s: float | None = None
+    out: Path | None = None
+    log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+def reference_forward(model, precision: str, device: torch.device) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """The reference forward on one padded batch (isolated padding); bf16 = autocast over fp32 weights."""
+    def forward(video, video_len, words, chars):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model(video, video_len, words, chars, "isolated")
+        return out.start_index, out.end_index, out.score
+    return forward
+
+
+def engine_calls(engine: GroundingEngine, reqs: list[GroundingRequest]) -> Callable[[], object]:
+    """A zero-argument call that runs the engine's device step on every batch `engine.ground(reqs)`
+    plans, with the device-resident inputs it built (CUDA graphs captured on the way).
+
+    The step is `GraphCache.run` when the engine replays graphs, else `GroundingEngine._forward`;
+    during one `ground` call an instance attribute of the same name records each batch's inputs.
+    """
+    owner, name = (engine.graphs, "run") if engine.graphs is not None else (engine, "_forward")
+    step = getattr(owner, name)
+    calls: list[tuple[torch.Tensor, ...]] = []
+
+    def record(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        calls.append(inputs)
+        return step(*inputs)
+
+    setattr(owner, name, record)
+    try:
+        results = engine.ground(reqs)
+    finally:
+        delattr(owner, name)
+    errors = {r.error for r in results if r.error is not None}
+    if errors:
+        raise RuntimeError(f"the engine refused workload requests: {sorted(errors)[:3]}")
+    return lambda: [step(*inputs) for inputs in calls]
+
+
+@dataclass
+class Subject:
+    """A workload with its random-weight model (on the device) and vocabularies."""
+    workload: Workload
+    model: SeqPAN
+    vocab: tuple[dict[str, int], dict[str, int]]
+
+    @classmethod
+    def of(cls, workload: Workload, device: torch.device) -> Subject:
+        return cls(workload, random_model(workload).to(device), workload.vocab())
+
+
+class Bench:
+    """One benchmark run; `results` fills up as it goes and is written after every backend."""
+
+    def __init__(self, opts: BenchOptions):
+        self.opts = opts
+        self.started = time.perf_counter()
+        env = environment(opts.device)
+        env.update(repeats=opts.repeats, warmup=opts.warmup, notes=self.notes(), skipped=[])
+        self.results: dict = {"env": env, "rows": [], "ratios": []}
+
+    def notes(self) -> list[str]:
+        opts = self.opts
+        notes = [
+            ("device-resident path: inputs are on the device before timing; reference-* rows time SeqPAN.forward "
+             "on one padded batch of B queries, engine-* rows time GroundingEngine._forward (or its CUDA-graph "
+             "replay) over every batch the engine plans for those B queries; host preparation is not timed"),
+            ("workloads: real queries in file order from engine/data; synthesized N(0, 1) clip features (seeded); "
+             "random weights; vocabulary built from the workload's queries"),
+            ("engine rows encode each video once for all its queries in the batch (the annotations' grouping); "
+             "reference rows encode every query's video"),
+            ("bf16: torch.autocast(bfloat16) over fp32 weights on reference-* and engine-reference rows; "
+             "bf16 weights and activations on engine-triton rows"),
+            (f"p50 = median, p99 = nearest rank, over {opts.repeats} timed calls after {opts.warmup} warm-up calls "
+             f"(at least {COMPILE_WARMUP} for reference-compile); queries/s = B / p50"),
+            "× baseline = baseline p50 / engine p50 at the same workload, precision and batch",
+            ("order: eager and engine rows of every workload, then the batcher and shared-video sections, then "
+             "reference-compile; with --time-budget, groups that would start after it are skipped (listed)"),
+        ]
+        if "reference-compile" in opts.backends:
+            mode = "reduce-overhead" if opts.device.type == "cuda" else "default"
+            notes.append(f"reference-compile: torch.compile(mode={mode!r}) of the reference forward, "
+                         "compiled once per workload and precision; compilation happens in warm-up")
+        elif opts.device.type == "cpu":
+            notes.append("reference-compile skipped on CPU by default (compiling takes minutes there); "
+                         "ask for it with --backends")
+        return notes + [NOTES[w] for w in opts.workloads if w in NOTES]
+
+    def log(self, line: str) -> None:
+        self.opts.log(f"[bench {time.perf_counter() - self.started:6.1f}s] {line}")
+
+    def out_of_time(self) -> bool:
+        budget = self.opts.time_budget_s
+        return budget is not None and time.perf_counter() - self.started > budget
+
+    def skip(self, what: str, reason: str) -> None:
+        reason = reason if len(reason) <= 300 else reason[:300] + " ..."
+        self.results["env"]["skipped"].append(f"{what}: {reason}")
+        self.log(f"skipped {what}: {reason}")
+
+    def run(self) -> dict:
+        """Every group in turn: eager and engine rows of every workload first, then the batcher and
+        shared-video sections, then reference-compile (compiling takes longest), so that a time
+        budget cuts the costliest groups first."""
+        opts = self.opts
+        subjects = [Subject.of(load_workload(name), opts.device) for name in opts.workloads]
+        rows = "rows" in opts.sections
+        extras = [s for s in ("batcher", "shared_video") if s in opts.sections]
+        fast = [b for b in opts.backends if rows and b != "reference-compile"]
+        groups = [(f"{s.workload.name} {p} {b}", partial(self.time_backend, s, p, b))
+                  for b in fast for s in subjects for p in opts.precisions]
+        groups += [(f"{s.workload.name} {', '.join(extras)}", partial(self.extras, s, extras))
+                   for s in subjects if extras]
+        groups += [(f"{s.workload.name} {p} reference-compile", partial(self.time_backend, s, p, "reference-compile"))
+                   for s in subjects for p in opts.precisions if rows and "reference-compile" in opts.backends]
+        with torch.no_grad():
+            for what, fn in groups:
+                self.attempt(what, fn)
+        self.write()
+        return self.results
+
+    def attempt(self, what: str, fn: Callable[[], None]) -> None:
+        """Run one group of measurements; a failure (or a spent time budget) is noted and skipped,
+        so that one backend failing does not lose the others' numbers."""
+        if self.out_of_time():
+            self.skip(what, "time budget spent")
+            return
+        try:
+            fn()
+        except Exception as err:  # noqa: BLE001 -- noted in env.skipped, the run goes on
+            self.skip(what, f"{type(err).__name__}: {err}")
+        self.write()
+        if self.opts.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def extras(self, subject: Subject, sections: list[str]) -> None:
+        """The batcher and shared-video sections, on the engine-auto engine at the first precision."""
+        engine = GroundingEngine(subject.model, *subject.vocab, device=self.opts.device,
+                                 precision=self.opts.precisions[0], backend="auto",
+                                 max_batch=max(self.opts.shared_batch, BATCHER["max_batch"]))
+        if "batcher" in sections:
+            self.results.setdefault("batcher", []).extend(self.batcher(engine, subject.workload))
+        if "shared_video" in sections:
+            self.results.setdefault("shared_video", []).extend(self.shared_video(engine, subject.workload))
+
+    def runner(self, subject: Subject, precision: str, backend: str):
+        """(prepare, warm-up calls): prepare(records) returns the zero-argument call to time."""
+        opts = self.opts
+        workload, model, vocab = subject.workload, subject.model, subject.vocab
+        if backend.startswith("reference-"):
+            forward = reference_forward(model, precision, opts.device)
+            warmup = opts.warmup
+            if backend == "reference-compile":
+                torch._dynamo.reset()  # a fresh cache: recompiles of earlier groups do not count here
+                forward = torch.compile(forward, mode="reduce-overhead" if opts.device.type == "cuda" else None)
+                warmup = max(warmup, COMPILE_WARMUP)
+
+            def prepare(records):
+                inputs = model_inputs(workload, records, *vocab, opts.device)
+                return lambda: forward(*inputs)
+            return prepare, warmup
+        engine = GroundingEngine(model, *vocab, device=opts.device, precision=precision,
+                                 backend=backend.removeprefix("engine-"), max_batch=max(opts.batch_sizes))
+        note = f"engine-auto runs the {engine.backend_name} backend here"
+        if backend == "engine-auto" and note not in self.results["env"]["notes"]:
+            self.results["env"]["notes"].append(note)
+        return (lambda records: engine_calls(engine, requests(workload, records))), opts.warmup
+
+    def time_backend(self, subject: Subject, precision: str, backend: str) -> None:
+        prepare, warmup = self.runner(subject, precision, backend)
+        workload = subject.workload
+        for batch in self.opts.batch_sizes:
+            records = workload.take(batch)
+            times = time_calls(prepare(records), self.opts.device, warmup, self.opts.repeats)
+            row = {"workload": workload.name, "backend": backend, "precision": precision, "batch": batch,
+                   "n_clips": workload.n_clips, "n_words": max(min(len(r.words), workload.n_clips) for r in records),
+                   **summarize(times, batch)}
+            self.results["rows"].append(row)
+            self.log(f"{workload.name} {precision} {backend} B={batch}: p50 {row['p50_ms']:.3f} ms, "
+                     f"{row['queries_per_s']:,.0f} queries/s")
+
+    def batcher(self, engine: GroundingEngine, workload: Workload) -> list[dict]:
+        """p50/p99 request latency and throughput of a MicroBatcher under N closed-loop submitters
+        (each submits its next request when the last one is answered). An untimed pass of the same
+        load comes first, so that most CUDA graphs the load needs are captured before timing."""
+        entries = []
+        for submitters in self.opts.concurrency:
+            reqs = requests(workload, workload.take(submitters * self.opts.requests_per_submitter))
+            with MicroBatcher(engine, **BATCHER) as batcher:
+                load(batcher, reqs, submitters)
+                before = batcher.batches_run
+                latencies, elapsed = load(batcher, reqs, submitters)
+                batches = batcher.batches_run - before
+            entries.append({"workload": workload.name, "backend": "engine-auto", "precision": engine.precision,
+                            "concurrency": submitters, "requests": len(reqs), **BATCHER, "batches": batches,
+                            "p50_ms": statistics.median(latencies),
+                            "p99_ms": percentile(latencies, 99), "queries_per_s": len(reqs) / elapsed})
+            self.log(f"{workload.name} batcher x{submitters}: p50 {entries[-1]['p50_ms']:.3f} ms, "
+                     f"{entries[-1]['queries_per_s']:,.0f} queries/s")
+        return entries
+
+    def shared_video(self, engine: GroundingEngine, workload: Workload) -> list[dict]:
+        """The engine step on `shared_batch` queries grouped 4 to a video: each video encoded once
+        (shared) vs once per query (the same arrays under distinct video ids)."""
+        batch = self.opts.shared_batch
+        records = workload.take(batch)
+        shared = requests(workload, records, [f"video-{i // QUERIES_PER_VIDEO}" for i in range(batch)])
+        separate = [dataclasses.replace(r, video_id=f"{r.video_id}/{i}") for i, r in enumerate(shared)]
+        entries = []
+        for is_shared, reqs in ((True, shared), (False, separate)):
+            times = time_calls(engine_calls(engine, reqs), self.opts.device, self.opts.warmup, self.opts.repeats)
+            entries.append({"workload": workload.name, "backend": "engine-auto", "precision": engine.precision,
+                            "batch": batch, "videos": len({r.video_id for r in reqs}), "shared": is_shared,
+                            **summarize(times, batch)})
+            self.log(f"{workload.name} {batch} queries on {entries[-1]['videos']} videos: "
+                     f"p50 {entries[-1]['p50_ms']:.3f} ms")
+        return entries
+
+    def write(self) -> None:
+        """results.json now (also mid-run, so a killed run keeps what it measured)."""
+        self.results["ratios"] = report.speedups(self.results["rows"])
+        if self.opts.out is not None:
+            self.opts.out.mkdir(parents=True, exist_ok=True)
+            (self.opts.out / "results.json").write_text(json.dumps(self.results, indent=1))
+
+
+def load(batcher: MicroBatcher, reqs: list[GroundingRequest], submitters: int) -> tuple[list[float], float]:
+    """Submit `reqs` from `submitters` threads, each waiting for one answer before its next request;
+    returns per-request latencies (ms) and the wall time of the whole load (s)."""
+    def submitter(mine: list[GroundingRequest]) -> list[float]:
+        latencies = []
+        for req in mine:
+            start = time.perf_counter()
+            result = batcher.submit(req).result()
+            latencies.append((time.perf_counter() - start) * 1e3)
+            if result.error is not None:
+                raise RuntimeError(f"request {req.id} failed: {result.error}")
+        return latencies
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(submitters) as pool:
+        per_thread = list(pool.map(submitter, [reqs[i::submitters] for i in range(submitters)]))
+    return [t for times in per_thread for t in times], time.perf_counter() - start
+
+
+def write_reports(results: dict, out: Path) -> list[Path]:
+    """results.md and (with matplotlib) latency.png beside results.json; returns what was written."""
+    written = [out / "results.json", out / "results.md"]
+    written[1].write_text(report.render_markdown(results))
+    if results["rows"] and report.plot_latency(results, out / "latency.png"):
+        written.append(out / "latency.png")
+    return written
+

@@ -1,0 +1,73 @@
+"""Timing primitives: per-call latencies (CUDA events on a GPU, perf_counter on CPU), percentiles,
+and a description of the machine the numbers come from."""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> list[float]:
+    """Milliseconds of each of `repeats` calls of `fn`, after `warmup` untimed calls.
+
+    On a GPU each call is bracketed by CUDA events (device time from the first to the last
+    kernel the call enqueues, host stalls inside the call included); on CPU by perf_counter.
+    """
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    if device.type != "cuda":
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        return times
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
+    for start, end in events:
+        start.record()
+        fn()
+        end.record()
+    sync(device)
+    return [start.elapsed_time(end) for start, end in events]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100): the smallest value with at least q% of values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(math.ceil(q / 100 * len(ordered)), 1) - 1]
+
+
+def summarize(times_ms: list[float], queries: int) -> dict[str, float]:
+    """p50 (median), p99 and queries per second at the median."""
+    p50 = statistics.median(times_ms)
+    return {"p50_ms": p50, "p99_ms": percentile(times_ms, 99), "queries_per_s": queries / p50 * 1e3}
+
+
+def environment(device: torch.device) -> dict:
+    """GPU name (None on CPU), library versions, date and host."""
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    on_gpu = device.type == "cuda"
+    return {"gpu": torch.cuda.get_device_name(device) if on_gpu else None,
+            "device": str(device),
+            "cpu": f"{platform.machine()} {platform.processor() or ''}".strip() + f", {os.cpu_count()} cores",
+            "torch": torch.__version__, "cuda": torch.version.cuda, "triton": triton_version,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d"),
+            "timing": "CUDA events per call after warm-up" if on_gpu
+            else "time.perf_counter per call after warm-up (CPU: not a GPU result)"}

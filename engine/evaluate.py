@@ -16,6 +16,7 @@ import torch
 from reference.model import SeqPAN
 
 from .dataset import Batch, DatasetError, Record, Sample, collate, encode_records, load_video_features
+from .engine import GroundingEngine, GroundingRequest
 from .features import index_to_time
 from .metrics import evaluate
 
@@ -59,7 +60,8 @@ def evaluate_samples(model: SeqPAN, samples: Sequence[Sample], features: dict[st
 def evaluate_records(model: SeqPAN, word_dict: dict[str, int], char_dict: dict[str, int],
                      records: Sequence[Record], features_dir: str | Path, device: str | torch.device = "cpu",
                      batch_size: int = 64) -> tuple[Evaluation, list[Sample], int]:
-    """Read the records' features, encode them with the model's vocabularies and evaluate.
+    """Read the records' features and ground every query with the GroundingEngine (queries of one
+    video share its encoding), then score the moments.
 
     Returns the evaluation, the samples it covers, and how many records were skipped because
     their video has no feature file.
@@ -69,4 +71,13 @@ def evaluate_records(model: SeqPAN, word_dict: dict[str, int], char_dict: dict[s
     samples = encode_records(records, features, word_dict, char_dict, cfg.max_pos_len)
     if not samples:
         raise DatasetError(f"no query has a feature file in {features_dir}")
-    return evaluate_samples(model, samples, features, batch_size, device), samples, len(records) - len(samples)
+    engine = GroundingEngine(model, word_dict, char_dict, device=device, max_batch=batch_size)
+    requests = [GroundingRequest(features[x.record.vid], x.record.sentence, x.record.duration,
+                                 video_id=x.record.vid, id=i) for i, x in enumerate(samples)]
+    results = engine.ground(requests)
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        raise DatasetError(f"{len(failed)} queries could not be grounded, e.g. {failed[0].error}")
+    predictions = [(r.start, r.end) for r in results]
+    truth = [(x.record.start, x.record.end) for x in samples]
+    return Evaluation(evaluate(predictions, truth), predictions), samples, len(records) - len(samples)

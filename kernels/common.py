@@ -1,0 +1,178 @@
+"""Pieces every kernel shares: the dot helper, layer norm, block sizes, precisions, weight packing."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import triton
+import triton.language as tl
+from torch import nn
+
+# Triton picks its interpreter when a function is decorated, from TRITON_INTERPRET; so do we.
+INTERPRET = tl.constexpr(bool(triton.knobs.runtime.interpret))
+
+# precision name -> (storage dtype, tl.dot input precision for fp32 operands)
+PRECISIONS: dict[str, tuple[torch.dtype, str]] = {
+    "fp32": (torch.float32, "ieee"),
+    "tf32": (torch.float32, "tf32"),
+    "bf16": (torch.bfloat16, "ieee"),
+    "fp16": (torch.float16, "ieee"),
+}
+
+MASK_VALUE = tl.constexpr(-1e30)  # the original's mask fill; only ever used in fp32 registers
+STAGE_K = tl.constexpr(32)  # K chunk of a staged matmul
+
+
+def device_fn(fn):
+    """@triton.jit for a helper that kernels call. Under the interpreter the plain function is
+    used instead: it runs the same, while every call of a jit function there re-patches
+    triton.language (about 2 ms), which would dominate the CPU test time."""
+    return fn if INTERPRET else triton.jit(fn)
+
+
+@device_fn
+def cast(x, dtype):
+    """x.to(dtype) rounding to nearest even. The interpreter truncates fp32 -> bf16, so there the
+    rounding is done on the fp32 bits first (the cast that follows is then exact)."""
+    if INTERPRET:
+        if dtype == tl.bfloat16:
+            bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
+            bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+            x = bits.to(tl.float32, bitcast=True)
+    return x.to(dtype)
+
+
+@device_fn
+def mm(a, b, PREC: tl.constexpr):
+    """a @ b with `a` rounded to b's dtype and fp32 accumulation.
+
+    The interpreter's tl.dot gives garbage on bf16 operands, so there both operands (already
+    rounded) are upcast to fp32, which is exact; compiled, the dot runs on b's dtype.
+    """
+    a = cast(a, b.dtype)
+    if INTERPRET:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision=PREC)
+
+
+@device_fn
+def matmul(a, w_ptr, scratch_ptr, D: tl.constexpr, PREC: tl.constexpr, STAGE: tl.constexpr):
+    """a [R, D] (fp32 registers) @ the [D, D] weight at w_ptr ([in, out]), fp32 accumulation.
+
+    STAGE (for IEEE fp32): `a` goes through this program's [R, D] fp32 scratch rows and the
+    product is a loop over K chunks. A compiled fp32 dot is unrolled FMAs staged through shared
+    memory, so one over the whole [D, D] weight costs minutes of compile time and most of the
+    shared memory; the loop holds one chunk's dot instead. Otherwise the weight is loaded whole.
+    """
+    if STAGE:
+        rows = tl.arange(0, a.shape[0])
+        cols = tl.arange(0, D)
+        chunk = tl.arange(0, STAGE_K)
+        tl.debug_barrier()  # earlier readers of the scratch are done
+        tl.store(scratch_ptr + rows[:, None] * D + cols[None, :], a)
+        tl.debug_barrier()
+        acc = tl.zeros([a.shape[0], D], tl.float32)
+        for k in range(0, D, STAGE_K):
+            a_k = tl.load(scratch_ptr + rows[:, None] * D + k + chunk[None, :])
+            acc += mm(a_k, tl.load(w_ptr + (k + chunk)[:, None] * D + cols[None, :]), PREC)
+        return acc
+    else:
+        return mm(a, load_matrix(w_ptr, D, D, D), PREC)
+
+
+@device_fn
+def loop_bound(n):
+    """A runtime loop bound for range(): the interpreter passes scalars as 1-element arrays,
+    which NumPy 2 refuses to use as an index, so there it becomes a Python int."""
+    if INTERPRET:
+        return n.handle.data.item()
+    else:
+        return n
+
+
+@device_fn
+def layer_norm(x, w, b, D: tl.constexpr, EPS: tl.constexpr):
+    """Row-wise layer norm of an fp32 [R, D] tile with [D] weight and bias."""
+    mean = tl.sum(x, 1) / D
+    xc = x - mean[:, None]
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, 1) / D + EPS)
+    return xc * rstd[:, None] * w[None, :] + b[None, :]
+
+
+@device_fn
+def load_rows(ptr, rows, n_rows, D: tl.constexpr):
+    """Rows `rows` of a contiguous [n_rows, D] matrix as fp32 (rows outside [0, n_rows) read 0)."""
+    ok = (rows >= 0) & (rows < n_rows)
+    return tl.load(ptr + rows[:, None] * D + tl.arange(0, D)[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
+
+
+@device_fn
+def load_matrix(ptr, R: tl.constexpr, C: tl.constexpr, stride: tl.constexpr):
+    """A dense [R, C] tile whose rows are `stride` elements apart."""
+    return tl.load(ptr + tl.arange(0, R)[:, None] * stride + tl.arange(0, C)[None, :])
+
+
+@device_fn
+def load_vector(ptr, D: tl.constexpr):
+    return tl.load(ptr + tl.arange(0, D)).to(tl.float32)
+
+
+def block_size(n: int, cap: int, floor: int = 16) -> int:
+    """Smallest power of two >= n, clamped to [floor, cap] (tl.dot needs 16 or more)."""
+    return max(floor, min(cap, triton.next_power_of_2(n)))
+
+
+def dot_precision(allow_tf32: bool) -> str:
+    return "tf32" if allow_tf32 else "ieee"
+
+
+def use_staging(stage: bool | None, dtype: torch.dtype, precision: str) -> bool:
+    """Whether weight matmuls go through scratch (see `matmul`): by default for compiled IEEE fp32
+    (the interpreter has no compile time to save, and the tests ask for staging explicitly)."""
+    if stage is None:
+        return dtype == torch.float32 and precision == "ieee" and not INTERPRET
+    return stage
+
+
+def scratch(stage: bool, programs: int, rows: int, dim: int, like: torch.Tensor) -> torch.Tensor:
+    """Per-program [rows, dim] fp32 scratch for staged matmuls (a placeholder when not staging)."""
+    return torch.empty(programs, rows, dim, device=like.device, dtype=torch.float32) if stage else like
+
+
+def check_dim(dim: int, head_size: int | None = None) -> None:
+    """The kernels hold whole rows in registers: dim (and head size) must be powers of two >= 16."""
+    for name, v in (("dim", dim), ("head size", head_size)):
+        if v is not None and (v < 16 or v & (v - 1)):
+            raise ValueError(f"Triton kernels need a power-of-two {name} >= 16, got {v}")
+
+
+class PackedWeights:
+    """A module's parameters re-laid out for a kernel, rebuilt when the dtype, device or the
+    parameters themselves change (a new tensor or an in-place update)."""
+
+    def __init__(self, module: nn.Module, pack: Callable[[torch.dtype], tuple[torch.Tensor, ...]]):
+        self._params = list(module.parameters())
+        self._pack = pack
+        self._key: tuple | None = None
+        self._value: tuple[torch.Tensor, ...] = ()
+
+    def get(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        key = (dtype, *((p.data_ptr(), p._version) for p in self._params))
+        if key != self._key:
+            with torch.no_grad():
+                self._value = tuple(t.contiguous() for t in self._pack(dtype))
+            self._key = key
+        return self._value
+
+
+def linear_t(linear: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
+    """A dense layer's weight as [in, out] in `dtype`, the layout the kernels multiply by."""
+    return linear.weight.detach().t().to(dtype)
+
+
+@device_fn
+def store_rows(ptr, rows, n_rows, value, D: tl.constexpr):
+    """Store an fp32 [R, D] tile into rows `rows` (those in [0, n_rows)) in the pointer's dtype."""
+    ok = (rows >= 0) & (rows < n_rows)
+    tl.store(ptr + rows[:, None] * D + tl.arange(0, D)[None, :], cast(value, ptr.dtype.element_ty), mask=ok[:, None])

@@ -1,0 +1,226 @@
+"""Fused SGPA layer: one launch per direction does a whole `reference.sgpa.SGPALayer.forward`.
+
+A program owns one sample's block of query rows and keeps everything on chip: norm_1, the
+query projection, masked self- and cross-attention for every head (online softmax over key
+blocks, so any length), s/x dense, sigmoid cross-gating, guided dense, the self-guided
+bilinear head with its masked sigmoid, dense_1 + residual, norm_2, dense_2 + residual.
+Keys and values are projected inside the key loop when one program covers a whole sequence;
+when several row blocks would each redo that, a small LN+projection kernel writes them once.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+from torch import nn
+
+from reference.sgpa import SGPALayer
+
+from .common import (
+    MASK_VALUE,
+    PackedWeights,
+    block_size,
+    cast,
+    check_dim,
+    device_fn,
+    dot_precision,
+    layer_norm,
+    linear_t,
+    load_rows,
+    load_vector,
+    loop_bound,
+    matmul,
+    mm,
+    scratch,
+    store_rows,
+    use_staging,
+)
+
+# Rows of the packed [16, D, D] weight ([in, out] each) ...
+W_Q, W_FK, W_TK, W_SD, W_XD, W_SG, W_XG, W_GD = (tl.constexpr(i) for i in (0, 1, 3, 5, 6, 7, 8, 9))
+W_B1A, W_B1B, W_B2A, W_B2B, W_D1, W_D2 = (tl.constexpr(i) for i in range(10, 16))
+# ... and of the packed fp32 [20, D] vectors: three norms (weight, bias), then the biases.
+V_N1, V_NT, V_N2 = (tl.constexpr(i) for i in (0, 2, 4))
+V_BIAS = tl.constexpr(6)  # bias of weight i < 10 is row V_BIAS + i
+V_B1, V_B2, V_D1, V_D2 = (tl.constexpr(i) for i in range(16, 20))
+
+
+@device_fn
+def _linear(a, w, v, s, i, bias, D: tl.constexpr, PREC: tl.constexpr, STAGE: tl.constexpr):
+    """a @ W[i] + V[bias] for an fp32 [R, D] tile a (w, v: packed weights and vectors; s: scratch)."""
+    return matmul(a, w + i * D * D, s, D, PREC, STAGE) + load_vector(v + bias * D, D)[None, :]
+
+
+@device_fn
+def _attend(q, row_ok, src_ptr, kv_ptr, kmask_ptr, L, w, v, s, KW: tl.constexpr, LN: tl.constexpr,
+            D: tl.constexpr, H: tl.constexpr, HS: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+            PRE: tl.constexpr, PREC: tl.constexpr, STAGE: tl.constexpr, EPS: tl.constexpr):
+    """All heads of masked attention of pre-scaled queries q [H, BN, HS] over one sample's L keys;
+    returns the merged heads [BN, D].
+
+    Keys/values come from the [L, 2D] rows at kv_ptr (PRE) or are projected here from the raw
+    rows at src_ptr (norm LN, weights KW and KW + 1). The mask is row_ok ⊗ key mask filled with
+    -1e30, so a padded query row attends uniformly to all L keys, as in the reference.
+    """
+    dt = w.dtype.element_ty
+    if not PRE:
+        ln_w = load_vector(v + LN * D, D)
+        ln_b = load_vector(v + (LN + 1) * D, D)
+    m = tl.full([H, BN], float("-inf"), tl.float32)
+    l = tl.zeros([H, BN], tl.float32)
+    acc = tl.zeros([H, BN, HS], tl.float32)
+    for start in range(0, loop_bound(L), BK):
+        cols = start + tl.arange(0, BK)
+        in_range = cols < L
+        if PRE:
+            kv = kv_ptr + cols[:, None] * (2 * D) + tl.arange(0, D)[None, :]
+            key = tl.load(kv, mask=in_range[:, None], other=0.0)
+            value = tl.load(kv + D, mask=in_range[:, None], other=0.0)
+        else:
+            kn = layer_norm(load_rows(src_ptr, cols, L, D), ln_w, ln_b, D, EPS)
+            key = cast(_linear(kn, w, v, s, KW, V_BIAS + KW, D, PREC, STAGE), dt)
+            value = cast(_linear(kn, w, v, s, KW + 1, V_BIAS + KW + 1, D, PREC, STAGE), dt)
+        score = mm(q, tl.permute(tl.reshape(key, [BK, H, HS]), [1, 2, 0]), PREC)  # [H, BN, BK]
+        key_ok = tl.load(kmask_ptr + cols, mask=in_range, other=0) != 0
+        score = tl.where(row_ok[None, :, None] & key_ok[None, None, :], score, MASK_VALUE)
+        score = tl.where(in_range[None, None, :], score, float("-inf"))
+        m_new = tl.maximum(m, tl.max(score, 2))
+        alpha = tl.exp(m - m_new)
+        p = tl.exp(score - m_new[:, :, None])
+        l = l * alpha + tl.sum(p, 2)
+        acc = acc * alpha[:, :, None] + mm(p, tl.permute(tl.reshape(value, [BK, H, HS]), [1, 0, 2]), PREC)
+        m = m_new
+    return tl.reshape(tl.permute(acc / l[:, :, None], [1, 0, 2]), [BN, D])
+
+
+@triton.jit
+def _sgpa_kernel(x_ptr, y_ptr, xm_ptr, ym_ptr, kvx_ptr, kvy_ptr, w, v, out_ptr, s, N, M, D: tl.constexpr,
+                 HS: tl.constexpr, H: tl.constexpr, BN: tl.constexpr, BKX: tl.constexpr, BKY: tl.constexpr,
+                 SR: tl.constexpr, PRE: tl.constexpr, PREC: tl.constexpr, STAGE: tl.constexpr, EPS: tl.constexpr,
+                 SCALE: tl.constexpr):
+    """out[b, rows] = SGPALayer(x, y, x_mask, y_mask)[b, rows] for the program's BN rows.
+
+    w, v: packed weights and vectors; s: [programs, SR, D] scratch of staged matmuls.
+    """
+    b = tl.program_id(1).to(tl.int64)
+    s += (b * tl.num_programs(0) + tl.program_id(0)) * SR * D
+    rows = tl.program_id(0) * BN + tl.arange(0, BN)
+    x_ptr += b * N * D
+    xm_ptr += b * N
+    row_ok = tl.load(xm_ptr + rows, mask=rows < N, other=0) != 0
+    ln_w = load_vector(v + V_N1 * D, D)
+    ln_b = load_vector(v + (V_N1 + 1) * D, D)
+    q = layer_norm(load_rows(x_ptr, rows, N, D), ln_w, ln_b, D, EPS)
+    q = _linear(q, w, v, s, W_Q, V_BIAS + W_Q, D, PREC, STAGE) * SCALE
+    q = tl.permute(tl.reshape(q, [BN, H, HS]), [1, 0, 2])
+    att = _attend(q, row_ok, x_ptr, kvx_ptr + b * N * 2 * D, xm_ptr, N, w, v, s, W_FK, V_N1, D, H, HS, BN, BKX, PRE,
+                  PREC, STAGE, EPS)
+    s_val = _linear(att, w, v, s, W_SD, V_BIAS + W_SD, D, PREC, STAGE)
+    att = _attend(q, row_ok, y_ptr + b * M * D, kvy_ptr + b * M * 2 * D, ym_ptr + b * M, M, w, v, s, W_TK, V_NT, D,
+                  H, HS, BN, BKY, PRE, PREC, STAGE, EPS)
+    x_val = _linear(att, w, v, s, W_XD, V_BIAS + W_XD, D, PREC, STAGE)
+
+    gated = (tl.sigmoid(_linear(s_val, w, v, s, W_SG, V_BIAS + W_SG, D, PREC, STAGE)) * x_val
+             + tl.sigmoid(_linear(x_val, w, v, s, W_XG, V_BIAS + W_XG, D, PREC, STAGE)) * s_val)
+    guided = _linear(gated, w, v, s, W_GD, V_BIAS + W_GD, D, PREC, STAGE)
+    # x and its norm are read again rather than kept live through the attention (registers)
+    x = load_rows(x_ptr, rows, N, D)
+    xn = layer_norm(x, ln_w, ln_b, D, EPS)
+    score = matmul(xn, w + W_B1A * D * D, s, D, PREC, STAGE) + _linear(guided, w, v, s, W_B1B, V_B1, D, PREC, STAGE)
+    value = matmul(xn, w + W_B2A * D * D, s, D, PREC, STAGE) + _linear(guided, w, v, s, W_B2B, V_B2, D, PREC, STAGE)
+    att = tl.where(row_ok[:, None], tl.sigmoid(score), 0.0) * value  # sigmoid(-1e30) = 0 at padded rows
+
+    res = _linear(att, w, v, s, W_D1, V_D1, D, PREC, STAGE) + x
+    hn = layer_norm(res, load_vector(v + V_N2 * D, D), load_vector(v + (V_N2 + 1) * D, D), D, EPS)
+    out = _linear(hn, w, v, s, W_D2, V_D2, D, PREC, STAGE) + res
+    store_rows(out_ptr + b * N * D, rows, N, out, D)
+
+
+@triton.jit
+def _ln_kv_kernel(x_ptr, w, v, kv_ptr, s, L, KW: tl.constexpr, LN: tl.constexpr, D: tl.constexpr, BR: tl.constexpr,
+                  PREC: tl.constexpr, STAGE: tl.constexpr, EPS: tl.constexpr):
+    """kv[b, rows] = [LN(x) @ W[KW] + bias, LN(x) @ W[KW+1] + bias] for a block of rows."""
+    b = tl.program_id(1).to(tl.int64)
+    s += (b * tl.num_programs(0) + tl.program_id(0)) * BR * D
+    rows = tl.program_id(0) * BR + tl.arange(0, BR)
+    xn = layer_norm(load_rows(x_ptr + b * L * D, rows, L, D), load_vector(v + LN * D, D),
+                    load_vector(v + (LN + 1) * D, D), D, EPS)
+    out = kv_ptr + b * L * 2 * D + rows[:, None] * (2 * D) + tl.arange(0, D)[None, :]
+    for j in tl.static_range(2):
+        proj = _linear(xn, w, v, s, KW + j, V_BIAS + KW + j, D, PREC, STAGE)
+        tl.store(out + j * D, cast(proj, kv_ptr.dtype.element_ty), mask=(rows < L)[:, None])
+
+
+class FusedSGPALayer(nn.Module):
+    """Drop-in for an `SGPALayer` (inference only): same forward, the layer's own parameters.
+
+    block_rows / block_keys cap the query-row and key blocks; by default 32 for fp32 (fp32 dots
+    stage their operands, [heads, rows, keys] probabilities included, in shared memory) and 64
+    otherwise. kv: "auto" projects keys/values inside the attention kernel when one row block
+    covers the sequence and in a separate launch otherwise; "inline" / "pre" force one way.
+    stage: staged weight matmuls (`kernels.common.matmul`); None stages compiled IEEE fp32 ones.
+    """
+
+    def __init__(self, layer: SGPALayer, allow_tf32: bool = False, block_rows: int | None = None,
+                 block_keys: int | None = None, kv: str = "auto", stage: bool | None = None, num_warps: int = 8):
+        super().__init__()
+        if kv not in ("auto", "inline", "pre"):
+            raise ValueError(f"kv must be auto, inline or pre, got {kv!r}")
+        dim, self.num_heads = layer.dense_1.in_features, layer.attention.num_heads
+        check_dim(dim, dim // self.num_heads)
+        self.layer = layer
+        self.precision = dot_precision(allow_tf32)
+        self.block_rows, self.block_keys, self.kv, self.stage = block_rows, block_keys, kv, stage
+        self.num_warps = num_warps
+        self._weights = PackedWeights(layer, self._pack)
+
+    def _pack(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        layer, a = self.layer, self.layer.attention
+        dense = [a.query, a.f_key, a.f_value, a.t_key, a.t_value, a.s_dense, a.x_dense, a.s_gate, a.x_gate,
+                 a.guided_dense]
+        bilinear = [a.bilinear_1.dense_1, a.bilinear_1.dense_2, a.bilinear_2.dense_1, a.bilinear_2.dense_2]
+        weights = torch.stack([linear_t(lin, dtype) for lin in (*dense, *bilinear, layer.dense_1, layer.dense_2)])
+        norms = [t for n in (layer.norm_1, layer.norm_t, layer.norm_2) for t in (n.weight, n.bias)]
+        biases = [lin.bias for lin in dense] + [a.bilinear_1.bias, a.bilinear_2.bias, layer.dense_1.bias,
+                                                layer.dense_2.bias]
+        return weights, torch.stack([t.detach().float() for t in norms + biases])
+
+    def _blocks(self, dtype: torch.dtype) -> tuple[int, int]:
+        default = 32 if dtype == torch.float32 else 64
+        return self.block_rows or default, self.block_keys or default
+
+    def _project_kv(self, x: torch.Tensor, weights, vectors, stage: bool, kw: int, ln: int) -> torch.Tensor:
+        b, n, d = x.shape
+        kv = torch.empty(b, n, 2 * d, device=x.device, dtype=x.dtype)
+        br = block_size(n, self._blocks(x.dtype)[0])
+        grid = (triton.cdiv(n, br), b)
+        _ln_kv_kernel[grid](x, weights, vectors, kv, scratch(stage, grid[0] * b, br, d, x), n, kw, ln, d, br,
+                            self.precision, stage, self.layer.norm_1.eps, num_warps=self.num_warps)
+        return kv
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor) -> torch.Tensor:
+        """Update `x` ([B, N, D]) with itself and with `y` ([B, M, D]), as SGPALayer.forward."""
+        b, n, d = x.shape
+        m = y.shape[1]
+        weights, vectors = self._weights.get(x.dtype)
+        x, y, x_mask, y_mask = x.contiguous(), y.contiguous(), x_mask.contiguous(), y_mask.contiguous()
+        stage = use_staging(self.stage, x.dtype, self.precision)
+        rows_cap, keys_cap = self._blocks(x.dtype)
+        bn, bkx, bky = block_size(n, rows_cap), block_size(n, keys_cap), block_size(m, keys_cap)
+        grid = (triton.cdiv(n, bn), b)
+        pre = self.kv == "pre" or (self.kv == "auto" and grid[0] > 1)
+        if pre:
+            kvx = self._project_kv(x, weights, vectors, stage, W_FK.value, V_N1.value)
+            kvy = self._project_kv(y, weights, vectors, stage, W_TK.value, V_NT.value)
+        else:
+            kvx, kvy = x, y  # unused
+        rows = bn if pre else max(bn, bkx, bky)  # inline K/V projections stage key blocks too
+        out = torch.empty_like(x)
+        hs = d // self.num_heads
+        _sgpa_kernel[grid](x, y, x_mask, y_mask, kvx, kvy, weights, vectors, out,
+                           scratch(stage, grid[0] * b, rows, d, x), n, m, d, hs, self.num_heads, bn, bkx, bky, rows,
+                           pre, self.precision, stage, self.layer.norm_1.eps, 1.0 / math.sqrt(hs),
+                           num_warps=self.num_warps)
+        return out

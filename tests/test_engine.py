@@ -11,6 +11,7 @@ import torch
 from engine.engine import GroundingEngine, GroundingRequest
 from engine.features import index_to_time, sample_features
 from engine.text import encode, pad_queries, tokenize
+from reference.model import SeqPAN
 from tests.helpers import random_model, small_config
 
 CFG = small_config(max_pos_len=32)
@@ -137,3 +138,20 @@ def test_bad_requests_get_named_errors_and_others_are_served(change, message):
     assert results[1].error is not None and message.lower() in results[1].error.lower(), results[1].error
     assert results[0].error is None and results[2].error is None
     assert results[1].to_json() == {"id": "bad", "error": results[1].error}
+
+
+def test_engine_on_triton_backend_equals_reference_backend():
+    """The engine's kernel path (Triton interpreter on CPU) gives the reference backend's answers."""
+    from kernels.testing import init_like_trained
+
+    cfg = small_config(max_pos_len=32, dim=64, num_heads=4)  # head size 16, as the kernels need
+    model = init_like_trained(SeqPAN(cfg), seed=4)
+    gen = np.random.default_rng(7)
+    requests = [GroundingRequest(gen.standard_normal((clips, cfg.visual_dim)).astype(np.float32), query, 20.0, id=i)
+                for i, (clips, query) in enumerate([(1, "door"), (32, "person opens the door"), (45, "a chair"),
+                                                    (9, "sits on chair walks into room takes book")])]
+    fast = GroundingEngine(model, WORD_DICT, CHAR_DICT, device="cpu", backend="triton", max_batch=2).ground(requests)
+    ref = GroundingEngine(model, WORD_DICT, CHAR_DICT, device="cpu", backend="reference").ground(requests)
+    for f, r in zip(fast, ref):
+        assert f.error is None and (f.start_index, f.end_index) == (r.start_index, r.end_index)
+        assert f.score == pytest.approx(r.score, rel=1e-4, abs=1e-7)

@@ -5,6 +5,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Hashable, Sequence
 
+from reference.embedding import MIN_CHAR_WIDTH
+
 CLIP_STEP = 16  # clip counts round up to a multiple of this (capped at max_pos_len)
 MIN_WORDS = 8  # query lengths round up to a power of two, at least this
 CHAR_STEP = 8  # char widths round up to a multiple of this
@@ -29,7 +31,7 @@ def word_bucket(num_words: int) -> int:
 
 def char_bucket(width: int) -> int:
     """Padded char width (at least 4 as the char CNN needs; a multiple of CHAR_STEP)."""
-    return round_up(max(width, 4), CHAR_STEP)
+    return round_up(max(width, MIN_CHAR_WIDTH), CHAR_STEP)
 
 
 def batch_bucket(size: int) -> int:

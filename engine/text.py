@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from reference.embedding import MIN_CHAR_WIDTH  # the char CNN's widest kernel is 4 wide and VALID
+
 PAD, UNK = "<PAD>", "<UNK>"
 PAD_ID, UNK_ID = 0, 1
-MIN_CHAR_WIDTH = 4  # the char CNN's widest kernel is 4 wide and VALID
 
 # ---------------------------------------------------------------------------------------------
 # Sentence splitting: Punkt with nltk's English model, specialised to lower-cased text.

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Callable
 
 import torch
@@ -40,10 +42,23 @@ def engine_backend(model: SeqPAN, **options) -> nn.Module:
     return build_backend(auto_backend_name(device), model, **options)
 
 
+def use_triton_interpreter_on_cpu(model: SeqPAN) -> None:
+    """Triton kernels run on CPU tensors only through Triton's interpreter, which must be chosen
+    before the kernels are first imported: choose it then, or say why it is too late."""
+    if next(model.parameters()).device.type != "cpu" or os.environ.get("TRITON_INTERPRET") == "1":
+        return
+    if "kernels.common" in sys.modules:
+        raise BackendError("the triton backend on CPU needs TRITON_INTERPRET=1 set before the kernels are "
+                           "imported (or a CUDA GPU)")
+    os.environ["TRITON_INTERPRET"] = "1"
+
+
 def build_backend(name: str, model: SeqPAN, **options) -> nn.Module:
     """Wrap `model` with backend `name`; raises BackendError naming what is missing."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name == "triton":
+        use_triton_interpreter_on_cpu(model)
     module_name, func_name = BACKENDS[name].split(":")
     try:
         factory: Callable[..., nn.Module] = getattr(importlib.import_module(module_name), func_name)

@@ -124,3 +124,17 @@ def test_convert_tf_checkpoint_dir_without_tensorflow(tmp_path):
     proc = seqpan("convert-tf", str(tmp_path), "--vocab", str(tmp_path / "vocab.pkl"), "--out",
                   str(tmp_path / "m.safetensors"))
     assert proc.returncode == 2 and "needs tensorflow" in proc.stderr
+
+
+def test_triton_parity_on_cpu_chooses_the_interpreter_itself():
+    """A user on a CPU machine need not know about TRITON_INTERPRET: the backend sets it."""
+    import os
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is None and torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: the kernels run compiled there")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "parity", "--golden", str(COMPACT_GOLDEN),
+                           "--backend", "triton", "--padding", "isolated", "--json"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["indices_equal"] is True

@@ -60,4 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package's copy of this module, so that the command modules' `from .cli import
+    # UserError` is the very class `main` catches (under -m this file is also `__main__`).
+    from engine.cli import main as package_main
+
+    sys.exit(package_main())

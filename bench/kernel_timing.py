@@ -151,7 +151,7 @@ def time_ms(fn: Callable[[], object], warmup: int, iters: int, device: str = "cu
 
 def fused_error(case: Case) -> float:
     """Largest relative error of the fused outputs against the float64 reference (indices: 0 or 1)."""
-    from kernels.testing import relative_error
+    from reference.ops import relative_error
 
     with torch.no_grad():
         got = case.fused(*case.args)

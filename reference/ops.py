@@ -30,3 +30,16 @@ def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 def check_padding(padding: str) -> None:
     if padding not in PADDING_MODES:
         raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
+
+
+def relative_error(out, ref, mask: torch.Tensor | None = None) -> float:
+    """‖out − ref‖ / ‖ref‖ in float64, the measure DESIGN.md's tolerances are stated in, over the
+    positions where `mask` ([B, N], broadcast over the rest) is set; NaN or inf anywhere in `out`
+    gives inf, so it never passes a tolerance. Takes tensors or arrays."""
+    out, ref = torch.as_tensor(out).double(), torch.as_tensor(ref).double()
+    if not torch.isfinite(out).all():
+        return float("inf")
+    if mask is not None:
+        mask = mask.reshape(*mask.shape, *([1] * (out.dim() - mask.dim()))).expand_as(out)
+        out, ref = out[mask], ref[mask]
+    return float((out - ref).norm() / ref.norm().clamp_min(1e-300))

@@ -1,7 +1,6 @@
 """Test helpers: random models and batches, per-sample views, error measures."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from reference.config import SeqPANConfig
@@ -53,15 +52,6 @@ def sample_alone(batch: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tens
     width = max(4, int((chars != 0).sum(-1).max()))
     return {"video": batch["video"][i : i + 1, :vl], "video_len": batch["video_len"][i : i + 1],
             "word_ids": batch["word_ids"][i : i + 1, :ql], "char_ids": chars[:, :, :width]}
-
-
-def rel_err(out: torch.Tensor | np.ndarray, ref: torch.Tensor | np.ndarray) -> float:
-    """‖out − ref‖ / ‖ref‖ in float64; inf when out is not finite."""
-    out = torch.as_tensor(out).double()
-    ref = torch.as_tensor(ref).double()
-    if not torch.isfinite(out).all():
-        return float("inf")
-    return float(torch.linalg.vector_norm(out - ref) / torch.linalg.vector_norm(ref).clamp_min(1e-300))
 
 
 class CliResult:

@@ -12,7 +12,8 @@ from bench.localizer_timing import main as timing_main
 from bench.localizer_timing import time_localizers
 from engine.compiled_localizer import CompiledLocalizer, bucket_shape, make_localizer, pad_inputs
 from engine.trt import TrtError
-from tests.helpers import random_model, rel_err, small_config
+from reference.ops import relative_error
+from tests.helpers import random_model, small_config
 
 MODEL = random_model(small_config(max_pos_len=256), seed=7, dtype=torch.float32)
 
@@ -30,7 +31,7 @@ def assert_close_to_reference(model, localizer, x, mask, conv_mask, tolerance=1e
         out, ref = localizer(x, mask, conv_mask), model.predictor(x, mask, conv_mask)
     assert out.start_logits.shape == ref.start_logits.shape and out.start_index.shape == ref.start_index.shape
     for name in ("start_logits", "end_logits"):
-        assert rel_err(getattr(out, name)[mask], getattr(ref, name)[mask]) <= tolerance
+        assert relative_error(getattr(out, name)[mask], getattr(ref, name)[mask]) <= tolerance
     if same_indices:
         assert torch.equal(out.start_index, ref.start_index) and torch.equal(out.end_index, ref.end_index)
 

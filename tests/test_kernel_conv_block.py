@@ -8,7 +8,8 @@ import torch
 
 from kernels.common import PRECISIONS
 from kernels.conv_block import FusedConvBlock
-from kernels.testing import TOLERANCES, init_like_trained, ragged_mask, relative_error
+from kernels.testing import TOLERANCES, init_like_trained, ragged_mask
+from reference.ops import relative_error
 from reference.config import SeqPANConfig
 from reference.conv_block import ConvBlock
 

@@ -9,7 +9,8 @@ import torch
 
 from kernels.common import PRECISIONS
 from kernels.cqa import FusedCQA, FusedPoolConcat
-from kernels.testing import TOLERANCES, init_like_trained, ragged_mask, relative_error
+from kernels.testing import TOLERANCES, init_like_trained, ragged_mask
+from reference.ops import relative_error
 from reference.config import SeqPANConfig
 from reference.cqa import ContextQueryAttention, PoolConcat
 

@@ -15,7 +15,8 @@ from engine.golden import golden_model, load_golden
 from engine.localizer_export import (GRAPH_VERSION, META_DTYPE, META_GRAPH, META_WEIGHTS, OPSET, LocalizerOnnxError,
                                      OrtLocalizer, cummax_translation, export_localizer, localizer_onnx,
                                      onnx_metadata, read_localizer_onnx)
-from tests.helpers import random_model, rel_err, run_cli, small_config
+from reference.ops import relative_error
+from tests.helpers import random_model, run_cli, small_config
 
 pytest.importorskip("onnxscript", reason="ONNX export needs onnxscript (pip install 'seqpan[onnx]')")
 onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install 'seqpan[onnx]')")
@@ -39,9 +40,9 @@ def assert_matches_reference(model, localizer, batch: int, length: int, padding:
         ref = model.predictor(x, mask, conv_mask)
         out = localizer(x, mask, conv_mask)
     for name in ("start_logits", "end_logits"):
-        assert rel_err(getattr(out, name)[mask], getattr(ref, name)[mask]) <= 1e-4, (name, batch, length)
+        assert relative_error(getattr(out, name)[mask], getattr(ref, name)[mask]) <= 1e-4, (name, batch, length)
     assert torch.equal(out.start_index, ref.start_index) and torch.equal(out.end_index, ref.end_index)
-    assert rel_err(out.score, ref.score) <= 1e-4
+    assert relative_error(out.score, ref.score) <= 1e-4
 
 
 @pytest.fixture(scope="module")

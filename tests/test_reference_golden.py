@@ -7,7 +7,7 @@ import torch
 
 from engine.golden import golden_model, load_golden
 from reference.losses import localization_loss, matching_loss
-from tests.helpers import rel_err
+from reference.ops import relative_error
 
 
 def run_golden(path, padding: str, dtype: torch.dtype = torch.float64):
@@ -39,7 +39,7 @@ def test_batch_padding_reproduces_original_outputs(golden_path):
     for key, logits in (("predictor#0@0", out.start_logits), ("predictor#1@0", out.end_logits)):
         ref = a[f"mid/conditioned_predictor:{key}"]
         for b, n in enumerate(a["in/video_len"]):
-            assert rel_err(logits[b, :n], ref[b, :n]) <= 1e-4
+            assert relative_error(logits[b, :n], ref[b, :n]) <= 1e-4
 
 
 def test_every_intermediate_matches_original(golden_path):
@@ -49,7 +49,7 @@ def test_every_intermediate_matches_original(golden_path):
     for name, value in trace.items():
         ref = golden.arrays[f"mid/{name}"]
         parts = [(value[b][s].numpy(), ref[b][s]) for b, s in enumerate(valid_slices(golden, name))]
-        err = rel_err(np.concatenate([p[0].ravel() for p in parts]), np.concatenate([p[1].ravel() for p in parts]))
+        err = relative_error(np.concatenate([p[0].ravel() for p in parts]), np.concatenate([p[1].ravel() for p in parts]))
         assert err <= 2e-5, f"{name}: relative error {err:.2e}"
 
 
@@ -72,8 +72,8 @@ def test_isolated_padding_reproduces_samples_run_alone(golden_path):
     for b, n in enumerate(a["in/video_len"]):
         assert out.start_index[b] == a[f"alone/{b}/start_index"][0]
         assert out.end_index[b] == a[f"alone/{b}/end_index"][0]
-        assert rel_err(out.start_logits[b, :n], a[f"alone/{b}/start_logits"][0]) <= 1e-4
-        assert rel_err(out.end_logits[b, :n], a[f"alone/{b}/end_logits"][0]) <= 1e-4
+        assert relative_error(out.start_logits[b, :n], a[f"alone/{b}/start_logits"][0]) <= 1e-4
+        assert relative_error(out.end_logits[b, :n], a[f"alone/{b}/end_logits"][0]) <= 1e-4
 
 
 def test_batch_and_isolated_differ_where_the_original_does():

@@ -9,7 +9,8 @@ import torch
 
 from reference.localizer import decode_span
 from reference.ops import mask_logits
-from tests.helpers import random_batch, random_model, rel_err, sample_alone, small_config
+from reference.ops import relative_error
+from tests.helpers import random_batch, random_model, sample_alone, small_config
 
 CFG = small_config()
 MODEL = random_model(CFG, seed=1)
@@ -31,15 +32,15 @@ def test_isolated_equals_each_sample_alone(seed):
     for i, n in enumerate(video_lens):
         alone = run(MODEL, sample_alone(batch, i), padding="batch")
         assert out.start_index[i] == alone.start_index[0] and out.end_index[i] == alone.end_index[0]
-        assert rel_err(out.start_logits[i, :n], alone.start_logits[0]) < 1e-12
-        assert rel_err(out.end_logits[i, :n], alone.end_logits[0]) < 1e-12
+        assert relative_error(out.start_logits[i, :n], alone.start_logits[0]) < 1e-12
+        assert relative_error(out.end_logits[i, :n], alone.end_logits[0]) < 1e-12
 
 
 def test_batch_padding_depends_on_batch_mates():
     batch = random_batch(CFG, [5, 30], [3, 9], seed=3)
     together = run(MODEL, batch, padding="batch")
     alone = run(MODEL, sample_alone(batch, 0), padding="batch")
-    assert rel_err(together.start_logits[0, :5], alone.start_logits[0]) > 1e-6
+    assert relative_error(together.start_logits[0, :5], alone.start_logits[0]) > 1e-6
 
 
 def test_deterministic_without_noise_and_noise_changes_matching():

@@ -10,7 +10,7 @@ import torch
 from engine.backends import build_backend
 from engine.golden import golden_model, load_golden
 from kernels.model import FusedSpanPredictor, triton_seqpan
-from kernels.testing import relative_error
+from reference.ops import relative_error
 from reference.config import SeqPANConfig
 from reference.model import SeqPAN
 

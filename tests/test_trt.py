@@ -13,7 +13,8 @@ import torch
 from engine.checkpoint import save_checkpoint
 from engine.trt import (CacheMiss, EngineCache, EngineKey, Profile, ProfileError, length_buckets, length_profiles,
                         select_profile)
-from tests.helpers import random_model, rel_err, run_cli, small_config
+from reference.ops import relative_error
+from tests.helpers import random_model, run_cli, small_config
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 KEY = EngineKey("ab" * 32, "fp16", "NVIDIA H100 80GB HBM3", "10.7.0", length_profiles(256, 512))
@@ -133,8 +134,8 @@ def test_tensorrt_engine_matches_reference_and_is_cached(tmp_path, precision, to
         conv_mask = mask if padding == "isolated" else None
         with torch.no_grad():
             out, ref = localizer(x, mask, conv_mask), model.predictor(x, mask, conv_mask)
-        assert rel_err(out.start_logits[mask], ref.start_logits[mask]) <= tolerance
-        assert rel_err(out.end_logits[mask], ref.end_logits[mask]) <= tolerance
+        assert relative_error(out.start_logits[mask], ref.start_logits[mask]) <= tolerance
+        assert relative_error(out.end_logits[mask], ref.end_logits[mask]) <= tolerance
         if precision == "fp32":
             assert torch.equal(out.start_index, ref.start_index) and torch.equal(out.end_index, ref.end_index)
     with pytest.raises(ProfileError):

@@ -19,6 +19,7 @@ from torch import nn
 from reference.localizer import ConditionedPredictor, LocalizerOutput
 from reference.model import SeqPAN
 
+from .cuda_graphs import CapturedGraph
 from .trt import TrtError, length_buckets, precision_of, trt_localizer
 
 PREFERENCES = ("auto", "tensorrt", "compiled", "eager")
@@ -52,29 +53,6 @@ def crop_output(out: LocalizerOutput, batch: int, length: int) -> LocalizerOutpu
                            out.start_index[:batch], out.end_index[:batch], out.score[:batch])
 
 
-class _Replay:
-    """One CUDA graph of `fn` at fixed input shapes, with static input buffers."""
-
-    def __init__(self, fn, inputs: tuple[torch.Tensor | None, ...], pool):
-        self.inputs = tuple(None if t is None else t.clone() for t in inputs)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):  # compile and autotune outside the capture
-                fn(*self.inputs)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool):
-            self.outputs = fn(*self.inputs)
-
-    def __call__(self, *inputs: torch.Tensor | None) -> LocalizerOutput:
-        for static, value in zip(self.inputs, inputs, strict=True):
-            if static is not None:
-                static.copy_(value)
-        self.graph.replay()
-        return LocalizerOutput(*(t.clone() for t in self.outputs))
-
-
 class CompiledLocalizer(nn.Module):
     """ConditionedPredictor on bucketed shapes, optionally torch.compile'd and, on CUDA, replayed
     from one CUDA graph per (batch, length, padding, dtype); the `max_graphs` latest are kept."""
@@ -88,7 +66,7 @@ class CompiledLocalizer(nn.Module):
         self.fn = torch.compile(predictor.forward, dynamic=True) if torch_compile else predictor.forward
         self.cuda_graphs = cuda_graphs
         self.max_graphs = max_graphs
-        self.graphs: OrderedDict[tuple, _Replay] = OrderedDict()
+        self.graphs: OrderedDict[tuple, CapturedGraph] = OrderedDict()
         self.pool = None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, conv_mask: torch.Tensor | None) -> LocalizerOutput:
@@ -106,11 +84,11 @@ class CompiledLocalizer(nn.Module):
         if graph is None:
             if self.pool is None:
                 self.pool = torch.cuda.graph_pool_handle()
-            graph = self.graphs[key] = _Replay(self.fn, inputs, self.pool)
+            graph = self.graphs[key] = CapturedGraph(self.fn, inputs, warmup=3, pool=self.pool)
             while len(self.graphs) > self.max_graphs:
                 self.graphs.popitem(last=False)
         self.graphs.move_to_end(key)
-        return graph(*inputs)
+        return LocalizerOutput(*graph(*inputs))
 
 
 def make_localizer(model: SeqPAN, prefer: str = "auto", **trt_options) -> tuple[nn.Module, str]:

@@ -17,6 +17,7 @@ from reference.ops import length_mask
 from .backends import BackendError, auto_backend_name, build_backend
 from .batching import Shape, batch_bucket, char_bucket, clip_bucket, plan_batches, word_bucket
 from .checkpoint import load_checkpoint
+from .cuda_graphs import CapturedGraph
 from .features import FeatureError, index_to_time, load_features, sample_features
 from .text import encode, tokenize
 
@@ -239,31 +240,14 @@ def video_key(request: GroundingRequest) -> Hashable:
 
 
 class GraphCache:
-    """One captured CUDA graph per input shape, replayed with the inputs copied into static buffers."""
+    """One captured CUDA graph per input shape."""
 
     def __init__(self, fn: Callable[..., tuple[torch.Tensor, ...]]):
         self.fn = fn
-        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], tuple[torch.Tensor, ...]]] = {}
+        self.graphs: dict[tuple, CapturedGraph] = {}
 
     def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         key = tuple((tuple(t.shape), t.dtype) for t in inputs)
         if key not in self.graphs:
-            self.graphs[key] = self.capture(inputs)
-        graph, static_in, static_out = self.graphs[key]
-        for dst, src in zip(static_in, inputs):
-            dst.copy_(src)
-        graph.replay()
-        return tuple(t.clone() for t in static_out)
-
-    def capture(self, inputs: Sequence[torch.Tensor]):
-        static_in = [t.clone() for t in inputs]
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # warm-up: autotuning, lazy init, allocator pools
-                self.fn(*static_in)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = self.fn(*static_in)
-        return graph, static_in, static_out
+            self.graphs[key] = CapturedGraph(self.fn, inputs)
+        return self.graphs[key](*inputs)

@@ -19,6 +19,7 @@ from torch import nn
 from reference.localizer import ConditionedPredictor, LocalizerOutput
 from reference.model import SeqPAN
 
+from .batching import batch_bucket
 from .cuda_graphs import CapturedGraph
 from .trt import TrtError, length_buckets, precision_of, trt_localizer
 
@@ -31,7 +32,7 @@ def bucket_shape(batch: int, length: int, isolated: bool, max_pos_len: int) -> t
     when `isolated`, unchanged otherwise."""
     if not 1 <= length <= max_pos_len:
         raise ValueError(f"length {length} is outside 1..{max_pos_len}")
-    padded_batch = 1 << (batch - 1).bit_length()
+    padded_batch = batch_bucket(batch)
     if not isolated:
         return padded_batch, length
     return padded_batch, next(b for b in length_buckets(max_pos_len) if b >= length)

@@ -8,7 +8,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["reference", "reference.*", "kernels", "kernels.*", "engine", "engine.*",
                                     "bench", "bench.*"]),
-    package_data={"engine": ["data/*"]},
+    package_data={"engine.data": ["annotations/*"]},
     # torch is deliberately unpinned from above so that an existing CUDA build is kept; CPU-only
     # machines should install the CPU wheel first (see README: `pip install torch==2.13.0`).
     install_requires=["torch>=2.4", "numpy>=1.24", "safetensors>=0.4", "tqdm>=4.60"],

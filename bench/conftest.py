@@ -15,13 +15,13 @@ import torch
 
 from bench.workloads import Workload, load_workload, random_model
 from reference.model import SeqPAN
+from reference.precision import ENGINE_PRECISIONS, PRECISIONS
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 # (workload, clips, batch)
 SHAPES = [("charades", 64, 1), ("tacos", 256, 256)] if ON_GPU else [("charades", 16, 2)]
-PRECISIONS = ("fp32", "bf16") if ON_GPU else ("fp32",)
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+TIMED_PRECISIONS = ENGINE_PRECISIONS if ON_GPU else ("fp32",)
 QUERY_WORDS = 12  # block inputs: queries padded to this many words
 
 
@@ -48,7 +48,7 @@ class Case:
     @cached_property
     def cast_model(self) -> SeqPAN:
         """A copy of the model in the case's dtype (what the blocks run on)."""
-        return copy.deepcopy(self.model).to(DTYPES[self.precision])
+        return copy.deepcopy(self.model).to(PRECISIONS[self.precision].dtype)
 
     @cached_property
     def activations(self) -> tuple[torch.Tensor, ...]:
@@ -62,11 +62,11 @@ class Case:
         q = torch.randn(b, QUERY_WORDS, d, generator=g)
         v_mask = torch.arange(n)[None] < v_len[:, None]
         q_mask = torch.arange(QUERY_WORDS)[None] < q_len[:, None]
-        dtype = DTYPES[self.precision]
+        dtype = PRECISIONS[self.precision].dtype
         return v.to(DEVICE, dtype), q.to(DEVICE, dtype), v_mask.to(DEVICE), q_mask.to(DEVICE)
 
 
-@pytest.fixture(params=[(*shape, p) for shape in SHAPES for p in PRECISIONS],
+@pytest.fixture(params=[(*shape, p) for shape in SHAPES for p in TIMED_PRECISIONS],
                 ids=lambda s: f"{s[0]}-N{s[1]}-B{s[2]}-{s[3]}")
 def case(request) -> Case:
     name, clips, batch, precision = request.param

@@ -17,15 +17,17 @@ import copy
 import datetime
 import json
 import platform
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from reference.precision import PRECISIONS
+
+from .timing import time_calls
+
 BLOCKS = ("conv_block", "sgpa", "cqa", "pool_concat", "span")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,12 @@ def build_case(block: str, s: Shape, dtype: torch.dtype, device: str, seed: int 
     from kernels.cqa import FusedCQA, FusedPoolConcat
     from kernels.sgpa import FusedSGPALayer
     from kernels.span import decode_span
-    from kernels.testing import init_like_trained
     from reference.config import SeqPANConfig
     from reference.conv_block import ConvBlock
     from reference.cqa import ContextQueryAttention, PoolConcat
     from reference.localizer import decode_span as reference_decode_span
     from reference.sgpa import SGPALayer
+    from reference.testing import init_like_trained
 
     cfg = SeqPANConfig(num_words=4, num_chars=4, dim=s.dim, num_heads=s.num_heads, conv_kernel=s.conv_kernel,
                        conv_layers=s.conv_layers, max_pos_len=max(s.video_len, s.query_len))
@@ -130,25 +132,6 @@ def build_case(block: str, s: Shape, dtype: torch.dtype, device: str, seed: int 
     raise ValueError(f"unknown block {block!r}; choose from {', '.join(BLOCKS)}")
 
 
-def time_ms(fn: Callable[[], object], warmup: int, iters: int, device: str = "cuda") -> float:
-    """Mean milliseconds per call: CUDA events on a GPU, the wall clock otherwise."""
-    for _ in range(warmup):
-        fn()
-    if device != "cuda":
-        start = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        return (time.perf_counter() - start) * 1e3 / iters
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / iters
-
-
 def fused_error(case: Case) -> float:
     """Largest relative error of the fused outputs against the float64 reference (indices: 0 or 1)."""
     from reference.ops import relative_error
@@ -169,7 +152,7 @@ def run(shape: Shape = Shape(), dtypes: tuple[str, ...] = ("bf16", "fp32"), bloc
 
     rows = []
     for dtype_name in dtypes:
-        dtype = DTYPES[dtype_name]
+        dtype = PRECISIONS[dtype_name].dtype
         for block in blocks:
             case = build_case(block, shape, dtype, device)
             cost = block_cost(block, shape, torch.finfo(dtype).bits // 8)
@@ -179,7 +162,7 @@ def run(shape: Shape = Shape(), dtypes: tuple[str, ...] = ("bf16", "fp32"), bloc
             row = dict(block=block, dtype=dtype_name, **cost, fused_rel_error=fused_error(case))
             with torch.no_grad():
                 for name, fn in impls.items():
-                    ms = time_ms(lambda fn=fn, args=case.args: fn(*args), warmup, iters, device)
+                    ms = time_calls(lambda fn=fn, args=case.args: fn(*args), torch.device(device), warmup, 1, iters)[0]
                     row[name] = dict(ms=ms, gb_per_s=cost["bytes"] / ms / 1e6, tflop_per_s=cost["flops"] / ms / 1e9)
             for name in impls.keys() - {"fused"}:
                 row[f"speedup_vs_{name}"] = row[name]["ms"] / row["fused"]["ms"]
@@ -205,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=Shape.batch)
     parser.add_argument("--video-len", type=int, default=Shape.video_len)
     parser.add_argument("--query-len", type=int, default=Shape.query_len)
-    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=["bf16", "fp32"])
+    parser.add_argument("--dtypes", nargs="+", choices=("fp32", "bf16", "fp16"), default=["bf16", "fp32"])
     parser.add_argument("--blocks", nargs="+", choices=BLOCKS, default=list(BLOCKS))
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile reference")
     parser.add_argument("--warmup", type=int, default=20)

@@ -17,26 +17,18 @@ from pathlib import Path
 import torch
 
 from bench.timing import environment, summarize, time_calls
-from engine.checkpoint import load_checkpoint
-from engine.compiled_localizer import make_localizer
-from engine.localizer_export import PRECISIONS
-from engine.trt import TrtError
+from engine.compile.compiled_localizer import make_localizer
+from engine.compile.trt import TrtError
+from engine.io.checkpoint import load_checkpoint
 from reference.config import SeqPANConfig
 from reference.localizer import LocalizerOutput
 from reference.model import SeqPAN
+from reference.ops import weights_device, weights_dtype
+from reference.precision import EXPORT_PRECISIONS, PRECISIONS
+from reference.testing import random_model
 
 IMPLS = ("eager", "compiled", "tensorrt")
 DEFAULT_SHAPES = ((1, 64), (64, 64), (1024, 64), (256, 256))  # (batch, clips)
-
-
-def random_model(max_pos_len: int, seed: int = 0) -> SeqPAN:
-    """A full-size SeqPAN with random weights (timing does not depend on trained values)."""
-    torch.manual_seed(seed)
-    model = SeqPAN(SeqPANConfig(num_words=100, num_chars=50, max_pos_len=max_pos_len))
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.1)
-    return model.eval()
 
 
 def agreement(out: LocalizerOutput, ref: LocalizerOutput, mask: torch.Tensor) -> dict:
@@ -52,7 +44,7 @@ def agreement(out: LocalizerOutput, ref: LocalizerOutput, mask: torch.Tensor) ->
 def time_localizers(model: SeqPAN, shapes=DEFAULT_SHAPES, impls=IMPLS, padding: str = "isolated",
                     warmup: int = 10, iters: int = 50, seed: int = 0) -> list[dict]:
     """One row per (implementation, shape): latency percentiles, queries/s and agreement with eager."""
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    device, dtype = weights_device(model), weights_dtype(model)
     localizers, skipped = {}, {}
     for impl in impls:
         try:
@@ -103,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", type=parse_shapes, default=DEFAULT_SHAPES, help="BxN,... (default %(default)s)")
     parser.add_argument("--impl", action="append", choices=IMPLS, help="repeatable (default: all)")
     parser.add_argument("--padding", default="isolated", choices=["batch", "isolated"])
-    parser.add_argument("--dtype", default="fp32", choices=list(PRECISIONS))
+    parser.add_argument("--dtype", default="fp32", choices=EXPORT_PRECISIONS)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--out", help="write the JSON here (default: stdout only)")
@@ -112,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":
         print("no CUDA GPU: timing on CPU with perf_counter (a smoke run, not a result)", file=sys.stderr)
     longest = max(n for _, n in args.shapes)
-    model = load_checkpoint(args.checkpoint).model if args.checkpoint else random_model(longest)
-    model = model.to(device, PRECISIONS[args.dtype])
+    model = load_checkpoint(args.checkpoint).model if args.checkpoint else random_model(SeqPANConfig(num_words=100, num_chars=50, max_pos_len=longest))
+    model = model.to(device, PRECISIONS[args.dtype].dtype)
     rows = time_localizers(model, args.shapes, tuple(args.impl or IMPLS), args.padding, args.warmup, args.iters)
     result = {"environment": {**environment(device), "tensorrt": tensorrt_version()}, "rows": rows}
     for row in rows:

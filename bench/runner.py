@@ -22,16 +22,14 @@ from pathlib import Path
 
 import torch
 
+from engine import GroundingEngine, GroundingRequest, MicroBatcher
 from engine.backends import BACKENDS
-from engine.batcher import MicroBatcher
-from engine.engine import GroundingEngine, GroundingRequest
 from reference.model import SeqPAN
 
 from . import report
 from .timing import environment, percentile, summarize, time_calls
 from .workloads import NOTES, Workload, load_workload, model_inputs, random_model, requests
 
-PRECISIONS = ("fp32", "bf16")
 SECTIONS = ("rows", "batcher", "shared_video")
 ENGINE_BACKENDS = tuple(f"engine-{name}" for name in [*BACKENDS, "auto"] if name != "engine")  # engine = auto
 BACKEND_NAMES = (*report.BASELINES, *ENGINE_BACKENDS)
@@ -79,22 +77,21 @@ def engine_calls(engine: GroundingEngine, reqs: list[GroundingRequest]) -> Calla
     """A zero-argument call that runs the engine's device step on every batch `engine.ground(reqs)`
     plans, with the device-resident inputs it built (CUDA graphs captured on the way).
 
-    The step is `GraphCache.run` when the engine replays graphs, else `GroundingEngine._forward`;
-    during one `ground` call an instance attribute of the same name records each batch's inputs.
+    The step is the engine's `device_step` (a CUDA-graph replay or its forward); during one `ground`
+    call a recording wrapper stands in for it.
     """
-    owner, name = (engine.graphs, "run") if engine.graphs is not None else (engine, "_forward")
-    step = getattr(owner, name)
+    step = engine.device_step
     calls: list[tuple[torch.Tensor, ...]] = []
 
     def record(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         calls.append(inputs)
         return step(*inputs)
 
-    setattr(owner, name, record)
+    engine.device_step = record
     try:
         results = engine.ground(reqs)
     finally:
-        delattr(owner, name)
+        engine.device_step = step
     errors = {r.error for r in results if r.error is not None}
     if errors:
         raise RuntimeError(f"the engine refused workload requests: {sorted(errors)[:3]}")

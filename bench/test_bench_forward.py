@@ -14,7 +14,7 @@ import pytest
 
 from bench.runner import engine_calls, reference_forward
 from bench.workloads import model_inputs, requests
-from engine.engine import GroundingEngine
+from engine import GroundingEngine
 
 from .conftest import DEVICE, ON_GPU
 

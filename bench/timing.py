@@ -17,12 +17,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> list[float]:
-    """Milliseconds of each of `repeats` calls of `fn`, after `warmup` untimed calls.
+def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int,
+               calls_per_sample: int = 1) -> list[float]:
+    """Milliseconds per call of `repeats` samples, each timing `calls_per_sample` back-to-back calls
+    of `fn` (their mean), after `warmup` untimed calls.
 
-    On a GPU each call is bracketed by CUDA events (device time from the first to the last
-    kernel the call enqueues, host stalls inside the call included); on CPU by perf_counter.
+    On a GPU each sample is bracketed by CUDA events (device time from the first to the last
+    kernel it enqueues, host stalls inside included); on CPU by perf_counter.
     """
+    def sample() -> None:
+        for _ in range(calls_per_sample):
+            fn()
+
     for _ in range(warmup):
         fn()
     sync(device)
@@ -30,16 +36,16 @@ def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, repe
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1e3)
+            sample()
+            times.append((time.perf_counter() - start) * 1e3 / calls_per_sample)
         return times
     events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
     for start, end in events:
         start.record()
-        fn()
+        sample()
         end.record()
     sync(device)
-    return [start.elapsed_time(end) for start, end in events]
+    return [start.elapsed_time(end) / calls_per_sample for start, end in events]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,7 +1,7 @@
 """Benchmark workloads: real queries and durations, synthesized clip features, a random-weight model.
 
 Each workload takes its queries (and their videos) from an annotation file shipped in
-`engine/data/`, in file order, and gives every video `n_clips` clips of seeded N(0, 1) features.
+`engine/data/annotations/`, in file order, and gives every video `n_clips` clips of seeded N(0, 1) features.
 The model has the dataset's preset hyper-parameters, a vocabulary built from the workload's own
 queries, and random weights (timing does not depend on trained values).
 """
@@ -10,21 +10,17 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from engine.dataset import Record, read_activitynet, read_charades, read_durations
-from engine.engine import GroundingRequest
-from engine.text import build_vocab, encode, pad_queries
+from engine.data.dataset import Record, read_activitynet, read_charades, read_durations
+from engine.data.shipped import ACTIVITYNET_VAL, CHARADES_DURATIONS, CHARADES_TEST
+from engine.data.text import build_vocab, encode, pad_queries
+from engine.requests import GroundingRequest
 from reference.config import preset
 from reference.model import SeqPAN
-
-DATA_DIR = Path(__file__).resolve().parent.parent / "engine" / "data"
-CHARADES = DATA_DIR / "charades_sta_test.txt"
-CHARADES_DURATIONS = DATA_DIR / "charades_sta_test_durations.json"
-ACTIVITYNET = DATA_DIR / "activitynet_val_1.json"
+from reference.testing import random_model as random_seqpan
 
 # workload -> (clips per video, annotation source); TACoS's annotations are not shipped, so the
 # TACoS-shaped workload puts the Charades-STA queries on 256-clip videos.
@@ -38,8 +34,8 @@ NOTES = {"tacos": "tacos: TACoS annotations are not shipped in engine/data; this
 def read_source(source: str) -> tuple[Record, ...]:
     """The records of one shipped annotation file (read once per process)."""
     if source == "charades":
-        return tuple(read_charades(CHARADES, read_durations(CHARADES_DURATIONS)))
-    return tuple(read_activitynet(ACTIVITYNET))
+        return tuple(read_charades(CHARADES_TEST, read_durations(CHARADES_DURATIONS)))
+    return tuple(read_activitynet(ACTIVITYNET_VAL))
 
 
 @dataclass(frozen=True)
@@ -71,16 +67,9 @@ def load_workload(name: str, seed: int = 0) -> Workload:
 
 
 def random_model(workload: Workload, seed: int = 0) -> SeqPAN:
-    """The dataset's preset SeqPAN over the workload's vocabulary, every parameter and buffer
-    drawn at random (std 1/sqrt(last dim) for matrices, 0.1 for vectors): no zero weights."""
+    """The dataset's preset SeqPAN over the workload's vocabulary, with trained-like random weights."""
     word_dict, char_dict = workload.vocab()
-    model = SeqPAN(preset(workload.name, len(word_dict), len(char_dict)))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for t in [*model.parameters(), *model.buffers()]:
-            std = t.shape[-1] ** -0.5 if t.dim() > 1 else 0.1
-            t.copy_(torch.randn(t.shape, generator=g) * std)
-    return model.eval()
+    return random_seqpan(preset(workload.name, len(word_dict), len(char_dict)), seed)
 
 
 def requests(workload: Workload, records: list[Record], video_ids: list[str] | None = None) -> list[GroundingRequest]:

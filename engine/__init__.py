@@ -1,0 +1,14 @@
+"""seqpan's serving core: GroundingEngine (bucketing, batch-invariant batching, shared video encoding,
+backends, CUDA graphs) and the MicroBatcher in front of it.
+
+    from engine import GroundingEngine, GroundingRequest
+"""
+from reference.errors import SeqPANError
+
+from .batcher import MicroBatcher
+from .engine import GroundingEngine
+from .errors import BackendError, BatcherClosedError, QueueFullError, RequestError, UsageError
+from .requests import GroundingRequest, GroundingResult
+
+__all__ = ["GroundingEngine", "GroundingRequest", "GroundingResult", "MicroBatcher", "SeqPANError", "RequestError",
+           "BackendError", "UsageError", "QueueFullError", "BatcherClosedError"]

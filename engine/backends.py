@@ -10,6 +10,9 @@ import torch
 from torch import nn
 
 from reference.model import SeqPAN
+from reference.ops import weights_device
+
+from .errors import BackendError
 
 # name -> "module:function"; each function takes (model: SeqPAN, **options) and returns an
 # nn.Module whose forward matches SeqPAN.forward (video, video_len, word_ids, char_ids,
@@ -17,13 +20,9 @@ from reference.model import SeqPAN
 BACKENDS: dict[str, str] = {
     "reference": "engine.backends:reference_backend",
     "triton": "kernels.model:triton_seqpan",
-    "onnx": "engine.localizer_export:onnx_seqpan",
+    "onnx": "engine.compile.onnx_backend:onnx_seqpan",
     "engine": "engine.backends:engine_backend",
 }
-
-
-class BackendError(RuntimeError):
-    """A backend that is unknown or cannot run here (missing package, no GPU, ...)."""
 
 
 def reference_backend(model: SeqPAN, **options) -> nn.Module:
@@ -38,14 +37,14 @@ def auto_backend_name(device: torch.device) -> str:
 
 def engine_backend(model: SeqPAN, **options) -> nn.Module:
     """Whatever the engine picks for the model's device."""
-    device = next(model.parameters()).device
+    device = weights_device(model)
     return build_backend(auto_backend_name(device), model, **options)
 
 
 def use_triton_interpreter_on_cpu(model: SeqPAN) -> None:
     """Triton kernels run on CPU tensors only through Triton's interpreter, which must be chosen
     before the kernels are first imported: choose it then, or say why it is too late."""
-    if next(model.parameters()).device.type != "cpu" or os.environ.get("TRITON_INTERPRET") == "1":
+    if weights_device(model).type != "cpu" or os.environ.get("TRITON_INTERPRET") == "1":
         return
     if "kernels.common" in sys.modules:
         raise BackendError("the triton backend on CPU needs TRITON_INTERPRET=1 set before the kernels are "

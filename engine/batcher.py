@@ -7,15 +7,9 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from .engine import GroundingEngine, GroundingRequest, GroundingResult
-
-
-class QueueFullError(RuntimeError):
-    """The batcher's bounded queue is full: the caller should back off and retry."""
-
-
-class BatcherClosedError(RuntimeError):
-    """The batcher is shut down and takes no new requests."""
+from .engine import GroundingEngine
+from .errors import BatcherClosedError, QueueFullError
+from .requests import GroundingRequest, GroundingResult
 
 
 @dataclass

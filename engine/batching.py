@@ -10,6 +10,9 @@ from reference.embedding import MIN_CHAR_WIDTH
 CLIP_STEP = 16  # clip counts round up to a multiple of this (capped at max_pos_len)
 MIN_WORDS = 8  # query lengths round up to a power of two, at least this
 CHAR_STEP = 8  # char widths round up to a multiple of this
+# Coarse length buckets for compiled localizers (a TensorRT profile or a CUDA graph each): clips
+# per video of Charades-STA, ActivityNet Captions and TACoS.
+LENGTH_BUCKETS = (64, 100, 256)
 
 
 def round_up(value: int, step: int) -> int:
@@ -32,6 +35,11 @@ def word_bucket(num_words: int) -> int:
 def char_bucket(width: int) -> int:
     """Padded char width (at least 4 as the char CNN needs; a multiple of CHAR_STEP)."""
     return round_up(max(width, MIN_CHAR_WIDTH), CHAR_STEP)
+
+
+def length_buckets(max_pos_len: int, buckets: tuple[int, ...] = LENGTH_BUCKETS) -> tuple[int, ...]:
+    """The coarse bucket lengths a model can use: those below its max_pos_len, then max_pos_len."""
+    return tuple(sorted({b for b in buckets if b < max_pos_len} | {max_pos_len}))
 
 
 def batch_bucket(size: int) -> int:

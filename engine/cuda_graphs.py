@@ -1,6 +1,7 @@
-"""One CUDA graph of a function at fixed input shapes, replayed with inputs copied into static buffers."""
+"""CUDA graphs: one function captured at fixed input shapes, and a bounded cache of them keyed by shape."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable, Sequence
 
 import torch
@@ -29,3 +30,33 @@ class CapturedGraph:
                 static.copy_(value)
         self.graph.replay()
         return tuple(t.clone() for t in self.outputs)
+
+
+def shape_key(inputs: Sequence[torch.Tensor | None]) -> tuple:
+    """What a captured graph depends on: every input's shape, dtype and device (None as None)."""
+    return tuple(None if t is None else (tuple(t.shape), t.dtype, t.device) for t in inputs)
+
+
+class GraphCache:
+    """One CapturedGraph of `fn` per input shape, sharing one memory pool; the `max_graphs` most
+    recently used are kept."""
+
+    def __init__(self, fn: Callable[..., Sequence[torch.Tensor]], max_graphs: int = 64, warmup: int = 2):
+        self.fn, self.max_graphs, self.warmup = fn, max_graphs, warmup
+        self.graphs: OrderedDict[tuple, CapturedGraph] = OrderedDict()
+        self.pool = None
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def __call__(self, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        key = shape_key(inputs)
+        graph = self.graphs.get(key)
+        if graph is None:
+            if self.pool is None:
+                self.pool = torch.cuda.graph_pool_handle()
+            graph = self.graphs[key] = CapturedGraph(self.fn, inputs, self.warmup, self.pool)
+            while len(self.graphs) > self.max_graphs:
+                self.graphs.popitem(last=False)
+        self.graphs.move_to_end(key)
+        return graph(*inputs)

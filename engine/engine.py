@@ -1,76 +1,29 @@
 """GroundingEngine: batched, batch-invariant, deterministic grounding of (video, query) requests."""
 from __future__ import annotations
 
-import math
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Sequence
+from typing import Callable, Hashable, Sequence
 
-import numpy as np
 import torch
 
-from reference.matching import NUM_LABELS, gumbel_noise
+from reference.matching import NUM_LABELS
 from reference.model import SeqPAN
-from reference.ops import length_mask
+from reference.ops import length_mask, weights_dtype
+from reference.precision import ENGINE_PRECISIONS
 
-from .backends import BackendError, auto_backend_name, build_backend
-from .batching import Shape, batch_bucket, char_bucket, clip_bucket, plan_batches, word_bucket
-from .checkpoint import load_checkpoint
-from .cuda_graphs import CapturedGraph
-from .features import FeatureError, index_to_time, load_features, sample_features
-from .text import encode, tokenize
+from .backends import auto_backend_name, build_backend
+from .batching import Shape, batch_bucket, plan_batches
+from .cuda_graphs import GraphCache
+from .data.features import index_to_time
+from .errors import BackendError, RequestError
+from .io.checkpoint import load_checkpoint
+from .requests import GroundingRequest, GroundingResult, Prepared, prepare_request
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-class RequestError(ValueError):
-    """A request that cannot be served (bad features, empty query, bad duration, ...)."""
-
-
-@dataclass
-class GroundingRequest:
-    """One (video, query) pair. `features` is a [T, D] array or a `.npy` path; requests that share a
-    video (the same array object, the same path, or the same `video_id`) share its encoding."""
-    features: np.ndarray | str | Path
-    query: str
-    duration: float | None
-    video_id: str | None = None
-    id: Any = None
-    seed: int | None = None  # Gumbel noise seed for the matching logits; None = no noise
-
-
-@dataclass
-class GroundingResult:
-    """The moment found for one request, or the reason it could not be served."""
-    id: Any
-    start: float | None = None  # seconds
-    end: float | None = None
-    start_index: int | None = None  # clip indices after down-sampling to max_pos_len
-    end_index: int | None = None
-    score: float | None = None  # p_start(start) * p_end(end)
-    error: str | None = None
-
-    def to_json(self) -> dict:
-        if self.error is not None:
-            return {"id": self.id, "error": self.error}
-        return {"id": self.id, "start": self.start, "end": self.end, "start_index": self.start_index,
-                "end_index": self.end_index, "score": self.score}
-
-
-@dataclass
-class Prepared:
-    """A validated request: down-sampled features, encoded words, and its sharing key."""
-    features: torch.Tensor  # [clips, visual_dim] float32, CPU
-    word_ids: list[int]
-    char_ids: list[list[int]]
-    duration: float
-    video_key: Hashable
-    noise: torch.Tensor | None = None  # [clips, 4]
-    shape: Shape = field(init=False)
+PRECISIONS = ("auto", *ENGINE_PRECISIONS)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> a CUDA GPU when there is one, else the CPU; raises BackendError for CUDA without a GPU."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
@@ -101,6 +54,8 @@ class GroundingEngine:
         model = model.to(self.device).eval()
         self.model = build_backend(self.backend_name, model, precision=self.precision)
         self.graphs = GraphCache(self._forward) if (on_gpu if cuda_graphs is None else cuda_graphs) else None
+        # what runs on each padded batch's device tensors: a graph replay, or the forward itself
+        self.device_step = self.graphs if self.graphs is not None else self._forward
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto",
@@ -114,37 +69,9 @@ class GroundingEngine:
         graphs = ", CUDA graphs" if self.graphs is not None else ""
         return f"{self.backend_name} backend, {self.precision}, {self.device}{graphs}"
 
-    # -- request preparation ---------------------------------------------------------------
     def prepare(self, request: GroundingRequest, cache: dict[Hashable, torch.Tensor] | None = None) -> Prepared:
         """Validate one request and turn it into model inputs; raises RequestError."""
-        duration = request.duration
-        if duration is None or isinstance(duration, bool) or not isinstance(duration, (int, float)):
-            raise RequestError(f"duration must be a number of seconds, got {duration!r}")
-        if not math.isfinite(duration) or duration <= 0:
-            raise RequestError(f"duration must be a positive number of seconds, got {duration}")
-        if not isinstance(request.query, str) or not request.query.strip():
-            raise RequestError("query is empty")
-        words = tokenize(request.query)
-        if not words:
-            raise RequestError(f"query {request.query!r} has no words")
-        word_ids, char_ids = encode(words, self.word_dict, self.char_dict, self.cfg.max_pos_len)
-        key = video_key(request)
-        cache = {} if cache is None else cache
-        if key not in cache:
-            try:
-                raw = load_features(request.features, self.cfg.visual_dim)
-            except FeatureError as err:
-                raise RequestError(str(err)) from None
-            cache[key] = torch.from_numpy(np.ascontiguousarray(sample_features(raw, self.cfg.max_pos_len),
-                                                               dtype=np.float32))
-        feats = cache[key]
-        noise = None
-        if request.seed is not None:
-            noise = gumbel_noise((feats.shape[0], NUM_LABELS), torch.Generator().manual_seed(request.seed))
-        prepared = Prepared(feats, word_ids, char_ids, float(duration), key, noise)
-        prepared.shape = Shape(clip_bucket(feats.shape[0], self.cfg.max_pos_len), word_bucket(len(word_ids)),
-                               char_bucket(max(len(c) for c in char_ids)))
-        return prepared
+        return prepare_request(request, self.cfg, self.word_dict, self.char_dict, {} if cache is None else cache)
 
     # -- running -----------------------------------------------------------------------------
     def ground(self, requests: Sequence[GroundingRequest],
@@ -196,8 +123,7 @@ class GroundingEngine:
             if p.noise is not None:
                 noise[i, : p.noise.shape[0]] = p.noise
         inputs = [t.to(self.device, non_blocking=True) for t in (video, video_len, video_index, words, chars, noise)]
-        run = self.graphs.run if self.graphs is not None else self._forward
-        start, end, score = (t.cpu() for t in run(*inputs))
+        start, end, score = (t.cpu() for t in self.device_step(*inputs))
         results = []
         for i, p in enumerate(items):
             s, e = int(start[i]), int(end[i])
@@ -212,7 +138,7 @@ class GroundingEngine:
         model = self.model
         with autocast(self.device, self.precision, self.backend_name):
             v_mask_u = length_mask(video_len, video.shape[1])
-            v = model.encode_video(video.to(dtype_of(model)), v_mask_u, "isolated")
+            v = model.encode_video(video.to(weights_dtype(model)), v_mask_u, "isolated")
             v, v_mask = v[video_index], v_mask_u[video_index]
             q_mask = words != 0
             q = model.encode_query(words, chars, q_mask, "isolated")
@@ -220,34 +146,7 @@ class GroundingEngine:
         return out.start_index, out.end_index, out.score.float()
 
 
-def dtype_of(model: torch.nn.Module) -> torch.dtype:
-    return next(model.parameters()).dtype
-
-
 def autocast(device: torch.device, precision: str, backend: str):
     """bf16 autocast for the reference backend on GPU; kernels handle their own precision."""
     enabled = precision == "bf16" and backend == "reference"
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def video_key(request: GroundingRequest) -> Hashable:
-    """What makes two requests share a video: explicit id, same file, or the same array object."""
-    if request.video_id is not None:
-        return ("id", str(request.video_id))
-    if isinstance(request.features, (str, Path)):
-        return ("path", os.path.realpath(request.features))
-    return ("array", id(request.features))
-
-
-class GraphCache:
-    """One captured CUDA graph per input shape."""
-
-    def __init__(self, fn: Callable[..., tuple[torch.Tensor, ...]]):
-        self.fn = fn
-        self.graphs: dict[tuple, CapturedGraph] = {}
-
-    def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        key = tuple((tuple(t.shape), t.dtype) for t in inputs)
-        if key not in self.graphs:
-            self.graphs[key] = CapturedGraph(self.fn, inputs)
-        return self.graphs[key](*inputs)

@@ -9,7 +9,7 @@ import torch
 from reference.ops import relative_error
 
 from .backends import build_backend
-from .golden import Golden, golden_model, load_golden
+from .io.golden import Golden, golden_model, load_golden
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -1,4 +1,4 @@
-"""Pieces every kernel shares: the dot helper, layer norm, block sizes, precisions, weight packing."""
+"""Pieces every kernel shares: the dot helper, layer norm, block sizes, weight packing."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,14 +10,6 @@ from torch import nn
 
 # Triton picks its interpreter when a function is decorated, from TRITON_INTERPRET; so do we.
 INTERPRET = tl.constexpr(bool(triton.knobs.runtime.interpret))
-
-# precision name -> (storage dtype, tl.dot input precision for fp32 operands)
-PRECISIONS: dict[str, tuple[torch.dtype, str]] = {
-    "fp32": (torch.float32, "ieee"),
-    "tf32": (torch.float32, "tf32"),
-    "bf16": (torch.bfloat16, "ieee"),
-    "fp16": (torch.float16, "ieee"),
-}
 
 MASK_VALUE = tl.constexpr(-1e30)  # the original's mask fill; only ever used in fp32 registers
 STAGE_K = tl.constexpr(32)  # K chunk of a staged matmul

@@ -8,8 +8,8 @@ from torch import nn
 
 from reference.localizer import ConditionedPredictor, LocalizerOutput
 from reference.model import SeqPAN
+from reference.precision import PRECISIONS
 
-from .common import PRECISIONS
 from .conv_block import FusedConvBlock
 from .cqa import FusedCQA, FusedPoolConcat
 from .sgpa import FusedSGPALayer
@@ -40,8 +40,7 @@ def triton_seqpan(model: SeqPAN, precision: str = "fp32", conv: dict | None = No
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    dtype, dot = PRECISIONS[precision]
-    tf32 = dot == "tf32"
+    dtype, tf32 = PRECISIONS[precision].dtype, PRECISIONS[precision].dot == "tf32"
     m = copy.deepcopy(model).eval().to(dtype)
     m.video_encoder.register_forward_pre_hook(lambda module, args: (args[0].to(dtype), *args[1:]))
     m.conv_block = FusedConvBlock(m.conv_block, tf32, **(conv or {}))

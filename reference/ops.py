@@ -33,7 +33,7 @@ def check_padding(padding: str) -> None:
 
 
 def relative_error(out, ref, mask: torch.Tensor | None = None) -> float:
-    """‖out − ref‖ / ‖ref‖ in float64, the measure DESIGN.md's tolerances are stated in, over the
+    """‖out − ref‖ / ‖ref‖ in float64, the measure the project's tolerances are stated in, over the
     positions where `mask` ([B, N], broadcast over the rest) is set; NaN or inf anywhere in `out`
     gives inf, so it never passes a tolerance. Takes tensors or arrays."""
     out, ref = torch.as_tensor(out).double(), torch.as_tensor(ref).double()
@@ -43,3 +43,13 @@ def relative_error(out, ref, mask: torch.Tensor | None = None) -> float:
         mask = mask.reshape(*mask.shape, *([1] * (out.dim() - mask.dim()))).expand_as(out)
         out, ref = out[mask], ref[mask]
     return float((out - ref).norm() / ref.norm().clamp_min(1e-300))
+
+
+def weights_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype a module's parameters are stored in (its first parameter's)."""
+    return next(module.parameters()).dtype
+
+
+def weights_device(module: torch.nn.Module) -> torch.device:
+    """The device a module's parameters live on (its first parameter's)."""
+    return next(module.parameters()).device

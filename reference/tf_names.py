@@ -8,9 +8,10 @@ import numpy as np
 import torch
 
 from .config import SeqPANConfig
+from .errors import SeqPANError
 
 
-class WeightsError(ValueError):
+class WeightsError(SeqPANError, ValueError):
     """Weights that do not fit the model: missing, unexpected or mis-shaped variables."""
 
 

@@ -12,8 +12,11 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 TESTS = Path(__file__).resolve().parent
-COMPACT_GOLDEN = TESTS / "data" / "compact_charades_b3.npz"
-SHARED_GOLDEN_DIR = TESTS.parent.parent / "shared" / "golden"
+REPO = TESTS.parent
+FIXTURES = TESTS / "fixtures"
+COMPACT_GOLDEN = FIXTURES / "compact_charades_b3.npz"
+SHARED = REPO.parent / "shared"  # the project's development folder: all goldens, real annotations
+SHARED_GOLDEN_DIR = SHARED / "golden"
 
 
 def golden_paths() -> list[Path]:

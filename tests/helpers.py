@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 
 from reference.config import SeqPANConfig
-from reference.model import SeqPAN
 
 
 def small_config(**overrides) -> SeqPANConfig:
@@ -12,18 +11,6 @@ def small_config(**overrides) -> SeqPANConfig:
     base = dict(num_words=40, num_chars=30, max_pos_len=48, char_dim=8, word_dim=12, visual_dim=24, dim=32,
                 num_heads=4, attn_layer=2)
     return SeqPANConfig(**{**base, **overrides})
-
-
-def random_model(cfg: SeqPANConfig, seed: int = 0, dtype: torch.dtype = torch.float64) -> SeqPAN:
-    """A model whose every parameter and buffer is random (no zero/one initialisers hide anything)."""
-    g = torch.Generator().manual_seed(seed)
-    model = SeqPAN(cfg)
-    with torch.no_grad():
-        for t in [*model.parameters(), *model.buffers()]:
-            t.copy_(torch.randn(t.shape, generator=g) * (0.5 if t.dim() > 1 else 0.2))
-            if t.dim() == 1 and t.shape[0] == cfg.dim:
-                t.add_(1.0 if torch.rand((), generator=g) > 0.5 else 0.0)
-    return model.to(dtype).eval()
 
 
 def random_batch(cfg: SeqPANConfig, video_lens: list[int], query_lens: list[int], seed: int = 0,

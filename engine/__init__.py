@@ -8,7 +8,8 @@ from reference.errors import SeqPANError
 from .batcher import MicroBatcher
 from .engine import GroundingEngine
 from .errors import BackendError, BatcherClosedError, QueueFullError, RequestError, UsageError
-from .requests import GroundingRequest, GroundingResult
+from .limits import Limits
+from .requests import GroundingRequest, GroundingResult, request_from_json
 
-__all__ = ["GroundingEngine", "GroundingRequest", "GroundingResult", "MicroBatcher", "SeqPANError", "RequestError",
-           "BackendError", "UsageError", "QueueFullError", "BatcherClosedError"]
+__all__ = ["GroundingEngine", "GroundingRequest", "GroundingResult", "MicroBatcher", "Limits", "request_from_json",
+           "SeqPANError", "RequestError", "BackendError", "UsageError", "QueueFullError", "BatcherClosedError"]

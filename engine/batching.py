@@ -24,12 +24,13 @@ def clip_bucket(num_clips: int, max_pos_len: int) -> int:
     return min(round_up(num_clips, CLIP_STEP), max_pos_len)
 
 
-def word_bucket(num_words: int) -> int:
-    """Padded query length: the next power of two, at least MIN_WORDS."""
+def word_bucket(num_words: int, max_pos_len: int) -> int:
+    """Padded query length: the next power of two, at least MIN_WORDS, capped at max_pos_len (the
+    position embedding's length; queries are cut to it)."""
     size = MIN_WORDS
     while size < num_words:
         size *= 2
-    return size
+    return min(size, max_pos_len)
 
 
 def char_bucket(width: int) -> int:

@@ -1,6 +1,8 @@
 """GroundingEngine: batched, batch-invariant, deterministic grounding of (video, query) requests."""
 from __future__ import annotations
 
+import logging
+import math
 from pathlib import Path
 from typing import Callable, Hashable, Sequence
 
@@ -15,20 +17,33 @@ from .backends import auto_backend_name, build_backend
 from .batching import Shape, batch_bucket, plan_batches
 from .cuda_graphs import GraphCache
 from .data.features import index_to_time
-from .errors import BackendError, RequestError
+from .errors import BackendError, RequestError, UsageError, one_line
 from .io.checkpoint import load_checkpoint
+from .limits import Limits
 from .requests import GroundingRequest, GroundingResult, Prepared, prepare_request
 
 PRECISIONS = ("auto", *ENGINE_PRECISIONS)
+DEVICE_TYPES = ("cpu", "cuda")
+log = logging.getLogger("seqpan")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> a CUDA GPU when there is one, else the CPU; raises BackendError for CUDA without a GPU."""
+    """"auto" -> a CUDA GPU when there is one, else the CPU; raises BackendError for a device that is
+    not cpu/cuda[:N], or a CUDA device this machine does not have."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.type not in DEVICE_TYPES:
+        raise BackendError(f"unknown device {str(device)!r}; use auto, cpu, cuda or cuda:N")
+    device = parsed
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BackendError("device 'cuda' was asked for, but no CUDA GPU is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise BackendError(f"device {str(device)!r} was asked for, but this machine has "
+                           f"{torch.cuda.device_count()} CUDA GPU(s)")
     return device
 
 
@@ -37,13 +52,25 @@ class GroundingEngine:
 
     On CPU it runs fp32 eagerly. On CUDA it runs bf16 by default and replays one CUDA graph per
     (batch, bucket) shape.
+
+    Untrusted requests: `limits` bounds the work one request may ask for; `features_root` confines
+    `.npy` paths to one folder (symlinks followed; every refused path gets the same message), and
+    `allow_feature_paths=False` refuses all paths, so features must come inline.
     """
 
     def __init__(self, model: SeqPAN, word_dict: dict[str, int], char_dict: dict[str, int],
                  device: str | torch.device = "auto", precision: str = "auto", backend: str = "auto",
-                 max_batch: int = 256, cuda_graphs: bool | None = None):
+                 max_batch: int = 256, cuda_graphs: bool | None = None, features_root: str | Path | None = None,
+                 allow_feature_paths: bool = True, limits: Limits | None = None):
         if precision not in PRECISIONS:
             raise BackendError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise UsageError(f"max_batch must be a positive integer, got {max_batch!r}")
+        if features_root is not None and not Path(features_root).is_dir():
+            raise UsageError(f"features root {str(features_root)!r} is not a folder")
+        self.features_root = None if features_root is None else Path(features_root).resolve()
+        self.allow_feature_paths = allow_feature_paths
+        self.limits = Limits() if limits is None else limits
         self.device = resolve_device(device)
         on_gpu = self.device.type == "cuda"
         self.precision = ("bf16" if on_gpu else "fp32") if precision == "auto" else precision
@@ -71,32 +98,45 @@ class GroundingEngine:
 
     def prepare(self, request: GroundingRequest, cache: dict[Hashable, torch.Tensor] | None = None) -> Prepared:
         """Validate one request and turn it into model inputs; raises RequestError."""
-        return prepare_request(request, self.cfg, self.word_dict, self.char_dict, {} if cache is None else cache)
+        return prepare_request(request, self.cfg, self.word_dict, self.char_dict, {} if cache is None else cache,
+                               self.limits, self.features_root, self.allow_feature_paths)
 
     # -- running -----------------------------------------------------------------------------
     def ground(self, requests: Sequence[GroundingRequest],
                progress: Callable[[int], None] | None = None) -> list[GroundingResult]:
-        """Ground every request; a request that cannot be served gets a result with `error` set."""
+        """Ground every request; a request that cannot be served gets a result with `error` set, and
+        whatever one request holds never fails another."""
         results: list[GroundingResult | None] = [None] * len(requests)
         prepared: dict[int, Prepared] = {}
         cache: dict[Hashable, torch.Tensor] = {}
         for i, request in enumerate(requests):
             try:
                 prepared[i] = self.prepare(request, cache)
-            except RequestError as err:
-                results[i] = GroundingResult(request.id, error=str(err))
+            except Exception as err:  # noqa: BLE001 - a request's failure is its own result
+                results[i] = GroundingResult(getattr(request, "id", None), error=error_message(err))
                 if progress:
                     progress(1)
         order = list(prepared)
         plan = plan_batches([(prepared[i].shape, prepared[i].video_key) for i in order], self.max_batch)
         for shape, members in plan:
             idx = [order[k] for k in members]
-            for i, result in zip(idx, self.run_batch([prepared[i] for i in idx], shape)):
+            for i, result in zip(idx, self.run_isolating([prepared[i] for i in idx], shape)):
                 result.id = requests[i].id
                 results[i] = result
             if progress:
                 progress(len(idx))
         return results  # type: ignore[return-value]
+
+    def run_isolating(self, items: Sequence[Prepared], shape: Shape) -> list[GroundingResult]:
+        """`run_batch`, retrying the halves of a batch that fails, so that only a request that fails
+        alone gets the error."""
+        try:
+            return self.run_batch(items, shape)
+        except Exception as err:  # noqa: BLE001 - narrowed down below, reported per request
+            if len(items) == 1:
+                return [GroundingResult(None, error=error_message(err))]
+        half = len(items) // 2
+        return self.run_isolating(items[:half], shape) + self.run_isolating(items[half:], shape)
 
     def run_batch(self, items: Sequence[Prepared], shape: Shape) -> list[GroundingResult]:
         """One padded batch at `shape`; each video is encoded once."""
@@ -128,7 +168,11 @@ class GroundingEngine:
         for i, p in enumerate(items):
             s, e = int(start[i]), int(end[i])
             t0, t1 = index_to_time(s, e, p.features.shape[0], p.duration)
-            results.append(GroundingResult(None, float(t0), float(t1), s, e, float(score[i])))
+            if all(math.isfinite(x) for x in (t0, t1, float(score[i]))):
+                results.append(GroundingResult(None, float(t0), float(t1), s, e, float(score[i])))
+            else:
+                results.append(GroundingResult(None, error="the model gave a non-finite score for this request "
+                                                           "(NaN/inf weights, or an activation overflowed)"))
         return results
 
     @torch.no_grad()
@@ -144,6 +188,15 @@ class GroundingEngine:
             q = model.encode_query(words, chars, q_mask, "isolated")
             out = model.ground_encoded(v, q, v_mask, q_mask, "isolated", noise.to(v.dtype))
         return out.start_index, out.end_index, out.score.float()
+
+
+def error_message(err: Exception) -> str:
+    """A request's error in one line: a RequestError's own message, anything else named as internal."""
+    if isinstance(err, RequestError):
+        return one_line(str(err))
+    log.warning("seqpan: internal error serving a request: %s: %s", type(err).__name__, err,
+                exc_info=log.isEnabledFor(logging.DEBUG))
+    return one_line(f"internal error: {type(err).__name__}: {err}")[:500]
 
 
 def autocast(device: torch.device, precision: str, backend: str):

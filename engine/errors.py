@@ -22,3 +22,8 @@ class QueueFullError(RuntimeError):
 
 class BatcherClosedError(RuntimeError):
     """The micro-batcher is shut down and takes no new requests."""
+
+
+def one_line(message: str) -> str:
+    """An error message on one line: line breaks inside it (from a path, a library's message) become spaces."""
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())

@@ -1,7 +1,10 @@
-"""What a caller asks and gets: GroundingRequest, GroundingResult, and a request turned into model inputs."""
+"""What a caller asks and gets: GroundingRequest, GroundingResult, a request from its JSON object, and a
+request checked and turned into model inputs. Every check here raises RequestError (one line)."""
 from __future__ import annotations
 
+import json
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,16 +17,22 @@ from reference.config import SeqPANConfig
 from reference.matching import NUM_LABELS, gumbel_noise
 
 from .batching import Shape, char_bucket, clip_bucket, word_bucket
-from .data.features import FeatureError, load_features, sample_features
+from .data.features import FeatureError, load_features, resolve_feature_path, sample_features
 from .data.text import encode, tokenize
 from .errors import RequestError
+from .limits import Limits
 
+DEFAULT_LIMITS = Limits()
+PATHS_REFUSED = "features must be given inline (an array or a nested list of numbers): this engine reads no paths"
+JSON_FIELDS = ("features", "query", "duration")  # required; optional: id, video_id, seed
+MAX_SEED = 2**64
 
 @dataclass
 class GroundingRequest:
-    """One (video, query) pair. `features` is a [T, D] array or a `.npy` path; requests that share a
-    video (the same array object, the same path, or the same `video_id`) share its encoding."""
-    features: np.ndarray | str | Path
+    """One (video, query) pair. `features` is a [T, D] numpy array, torch tensor or nested list of
+    numbers, or a `.npy` path; requests that share a video (the same object, the same file, or the
+    same `video_id` with equal features) share its encoding."""
+    features: np.ndarray | torch.Tensor | list | str | Path
     query: str
     duration: float | None
     video_id: str | None = None
@@ -43,11 +52,145 @@ class GroundingResult:
     error: str | None = None
 
     def to_json(self) -> dict:
-        """The JSON object `seqpan ground` writes for this result."""
+        """The JSON object `seqpan ground` writes for this result; every value is valid JSON (an id
+        that is not JSON is given as text, a number that is not finite as null)."""
         if self.error is not None:
-            return {"id": self.id, "error": self.error}
-        return {"id": self.id, "start": self.start, "end": self.end, "start_index": self.start_index,
-                "end_index": self.end_index, "score": self.score}
+            return {"id": json_value(self.id), "error": str(self.error)}
+        return {"id": json_value(self.id), "start": json_value(self.start), "end": json_value(self.end),
+                "start_index": json_value(self.start_index), "end_index": json_value(self.end_index),
+                "score": json_value(self.score)}
+
+
+def dumps_result(result: GroundingResult) -> str:
+    """One result as a line of strict JSON (no NaN or Infinity)."""
+    return json.dumps(result.to_json(), allow_nan=False)
+
+
+def json_value(value: Any, depth: int = 0) -> Any:
+    """`value` as a valid JSON value: numpy scalars unwrapped, non-finite floats and huge ints as
+    None, sequences and mappings converted (8 levels deep), anything else as its text."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or type(value) in (bool, str):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return int(value) if int(value).bit_length() <= 10_000 else None
+    if isinstance(value, numbers.Real):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (list, tuple)) and depth < 8:
+        return [json_value(v, depth + 1) for v in value]
+    if isinstance(value, dict) and depth < 8:
+        return {str(json_value(k, depth + 1)): json_value(v, depth + 1) for k, v in value.items()}
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - a caller's object whose __str__ fails has no text
+        return None
+
+
+# -- checks of single fields ------------------------------------------------------------------
+def check_duration(value: Any, limits: Limits = DEFAULT_LIMITS) -> float:
+    """A duration in seconds: a real number (numpy scalars too, not bool), finite, in (0, max_duration]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise RequestError(f"duration must be a number of seconds, got {type(value).__name__}")
+    try:
+        seconds = float(value)
+    except (OverflowError, ValueError):
+        raise RequestError("duration is too large") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise RequestError(f"duration must be a positive number of seconds, got {seconds}")
+    if seconds > limits.max_duration:
+        raise RequestError(f"duration {seconds:g} s is more than the limit of {limits.max_duration:g} s")
+    return seconds
+
+
+def check_query(value: Any, limits: Limits = DEFAULT_LIMITS) -> str:
+    """A query: a string, not blank, at most max_query_chars characters."""
+    if not isinstance(value, str):
+        raise RequestError(f"query must be a string, got {type(value).__name__}")
+    if len(value) > limits.max_query_chars:
+        raise RequestError(f"query has {len(value)} characters, more than the limit of {limits.max_query_chars}")
+    if not value.strip():
+        raise RequestError("query is empty")
+    return value
+
+
+def check_seed(value: Any) -> int | None:
+    """A Gumbel noise seed: None or an integer in [0, 2**64)."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise RequestError(f"seed must be an integer, got {type(value).__name__}")
+    if not 0 <= int(value) < MAX_SEED:
+        raise RequestError("seed must lie in [0, 2**64)")
+    return int(value)
+
+
+def check_video_id(value: Any) -> str | None:
+    """A video id: None, a string or an integer (compared as text)."""
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (str, numbers.Integral)):
+        raise RequestError(f"video_id must be a string, got {type(value).__name__}")
+    return str(value) if isinstance(value, str) else str(int(value))
+
+
+def check_id(value: Any) -> Any:
+    """A request id from JSON: a string, a number or null (an object or array is refused)."""
+    if value is None or isinstance(value, (str, bool, int)) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    raise RequestError(f"id must be a string, a number or null, got {type(value).__name__}")
+
+
+def request_from_json(obj: Any, base: Path | None = None, default_id: Any = None,
+                      limits: Limits = DEFAULT_LIMITS) -> GroundingRequest:
+    """A request from one parsed JSON object: `features` (a `.npy` path, read from `base` when
+    relative and `base` is given, or a [T][D] list of numbers), `query`, `duration`, and optional
+    `id` (default `default_id`), `video_id`, `seed`. Unknown fields are ignored. Raises
+    RequestError naming the first thing wrong; the features themselves are checked by the engine."""
+    if not isinstance(obj, dict):
+        raise RequestError(f"expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in JSON_FIELDS if k not in obj]
+    if missing:
+        raise RequestError(f"missing {', '.join(missing)}")
+    features = obj["features"]
+    if isinstance(features, str):
+        path = Path(features)
+        features = base / path if base is not None and not path.is_absolute() else path
+    elif not isinstance(features, list):
+        raise RequestError("features must be a path to a .npy file or a [T, D] list of numbers")
+    return GroundingRequest(features, check_query(obj["query"], limits), check_duration(obj["duration"], limits),
+                            video_id=check_video_id(obj.get("video_id")), id=check_id(obj.get("id", default_id)),
+                            seed=check_seed(obj.get("seed")))
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Strict JSON from untrusted text: UTF-8 only, no NaN/Infinity, nesting as deep as Python's
+    recursion allows; anything else is a RequestError."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise RequestError(f"not valid UTF-8 (byte 0x{err.object[err.start]:02x} at offset {err.start})") from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise RequestError("JSON nested too deeply") from None
+    except ValueError as err:  # JSONDecodeError, NaN/Infinity, an integer of too many digits
+        raise RequestError(f"not valid JSON: {err}") from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def json_error_id(obj: Any) -> Any:
+    """The id to report an unusable JSON request under: its own when that is valid, else None."""
+    try:
+        return check_id(obj.get("id")) if isinstance(obj, dict) else None
+    except RequestError:
+        return None
 
 
 @dataclass
@@ -62,42 +205,59 @@ class Prepared:
     shape: Shape = field(init=False)
 
 
-def video_key(request: GroundingRequest) -> Hashable:
-    """What makes two requests share a video: explicit id, same file, or the same array object."""
-    if request.video_id is not None:
-        return ("id", str(request.video_id))
-    if isinstance(request.features, (str, Path)):
-        return ("path", os.path.realpath(request.features))
-    return ("array", id(request.features))
+def video_features(features: Any, video_id: str | None, cfg: SeqPANConfig, cache: dict[Hashable, torch.Tensor],
+                   limits: Limits, features_root: str | Path | None,
+                   allow_feature_paths: bool) -> tuple[torch.Tensor, Hashable]:
+    """A request's down-sampled features and its video key. A file or object seen before in this
+    call is loaded once; requests with the same `video_id` share a key only when their features
+    are equal, so no request is ever answered with another's video."""
+    if isinstance(features, (str, os.PathLike)):
+        if not allow_feature_paths:
+            raise RequestError(PATHS_REFUSED)
+        source: Hashable = ("path", resolve_feature_path(features, features_root))
+    else:
+        source = ("object", id(features))
+    if source not in cache:
+        raw = load_features(source[1] if source[0] == "path" else features, cfg.visual_dim, root=features_root,
+                            max_clips=limits.max_clips, max_bytes=limits.max_feature_bytes)
+        cache[source] = torch.from_numpy(np.ascontiguousarray(sample_features(raw, cfg.max_pos_len), dtype=np.float32))
+    feats = cache[source]
+    if video_id is None:
+        return feats, source
+    shared = cache.setdefault(("id", video_id), feats)
+    if shared is feats or (shared.shape == feats.shape and torch.equal(shared, feats)):
+        return shared, ("id", video_id)
+    return feats, source
 
 
 def prepare_request(request: GroundingRequest, cfg: SeqPANConfig, word_dict: dict[str, int],
-                    char_dict: dict[str, int], cache: dict[Hashable, torch.Tensor]) -> Prepared:
-    """Validate one request and turn it into model inputs; raises RequestError. `cache` maps video
+                    char_dict: dict[str, int], cache: dict[Hashable, torch.Tensor], limits: Limits = DEFAULT_LIMITS,
+                    features_root: str | Path | None = None, allow_feature_paths: bool = True) -> Prepared:
+    """Check one request and turn it into model inputs; raises RequestError. `cache` maps video
     keys to down-sampled features, so a video shared by several requests is loaded once."""
-    duration = request.duration
-    if duration is None or isinstance(duration, bool) or not isinstance(duration, (int, float)):
-        raise RequestError(f"duration must be a number of seconds, got {duration!r}")
-    if not math.isfinite(duration) or duration <= 0:
-        raise RequestError(f"duration must be a positive number of seconds, got {duration}")
-    if not isinstance(request.query, str) or not request.query.strip():
-        raise RequestError("query is empty")
-    words = tokenize(request.query)
+    if not isinstance(request, GroundingRequest):
+        raise RequestError(f"expected a GroundingRequest, got {type(request).__name__}")
+    duration = check_duration(request.duration, limits)
+    query = check_query(request.query, limits)
+    seed = check_seed(request.seed)
+    video_id = check_video_id(request.video_id)
+    words = tokenize(query)
     if not words:
-        raise RequestError(f"query {request.query!r} has no words")
+        raise RequestError(f"query {query[:100]!r} has no words")
+    longest = max(len(w) for w in words[: cfg.max_pos_len])
+    if longest > limits.max_word_chars:
+        raise RequestError(f"the query has a word of {longest} characters, more than the limit of "
+                           f"{limits.max_word_chars}")
     word_ids, char_ids = encode(words, word_dict, char_dict, cfg.max_pos_len)
-    key = video_key(request)
-    if key not in cache:
-        try:
-            raw = load_features(request.features, cfg.visual_dim)
-        except FeatureError as err:
-            raise RequestError(str(err)) from None
-        cache[key] = torch.from_numpy(np.ascontiguousarray(sample_features(raw, cfg.max_pos_len), dtype=np.float32))
-    feats = cache[key]
+    try:
+        feats, key = video_features(request.features, video_id, cfg, cache, limits, features_root,
+                                    allow_feature_paths)
+    except FeatureError as err:
+        raise RequestError(str(err)) from None
     noise = None
-    if request.seed is not None:
-        noise = gumbel_noise((feats.shape[0], NUM_LABELS), torch.Generator().manual_seed(request.seed))
-    prepared = Prepared(feats, word_ids, char_ids, float(duration), key, noise)
-    prepared.shape = Shape(clip_bucket(feats.shape[0], cfg.max_pos_len), word_bucket(len(word_ids)),
+    if seed is not None:
+        noise = gumbel_noise((feats.shape[0], NUM_LABELS), torch.Generator().manual_seed(seed))
+    prepared = Prepared(feats, word_ids, char_ids, duration, key, noise)
+    prepared.shape = Shape(clip_bucket(feats.shape[0], cfg.max_pos_len), word_bucket(len(word_ids), cfg.max_pos_len),
                            char_bucket(max(len(c) for c in char_ids)))
     return prepared

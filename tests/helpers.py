@@ -60,3 +60,19 @@ def run_cli(*args: str) -> CliResult:
         except SystemExit as exc:  # argparse usage errors
             code = exc.code if isinstance(exc.code, int) else 1
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+SCORE_RTOL = 1e-5  # the README's bound on a score across batch compositions (BLAS rounding by matrix size)
+
+
+def assert_same_answer(got, expected) -> None:
+    """Two GroundingResults of one request in different batches: the same error, or the same span
+    (indices, hence times, exactly) and scores within SCORE_RTOL."""
+    import pytest
+
+    assert got.error == expected.error and got.id == expected.id
+    if expected.error is None:
+        assert (got.start_index, got.end_index, got.start, got.end) == \
+            (expected.start_index, expected.end_index, expected.start, expected.end)
+        assert got.score == pytest.approx(expected.score, rel=SCORE_RTOL)
+

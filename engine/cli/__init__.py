@@ -8,6 +8,8 @@ import sys
 
 from reference.errors import SeqPANError
 
+from ..errors import one_line
+
 # Modules that each expose `register(subparsers)`, adding one subcommand whose handler is stored
 # as `func` and returns the process exit code.
 COMMAND_MODULES = ("parity", "convert", "ground", "export", "train", "eval", "demo", "bench")
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (SeqPANError, OSError) as err:
-        print(f"seqpan {args.command}: error: {err}", file=sys.stderr)
+        print(f"seqpan {args.command}: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"seqpan {args.command}: interrupted", file=sys.stderr)

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import json
+import codecs
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ..engine import PRECISIONS, GroundingEngine
-from ..errors import UsageError
-from ..io.atomic import write_atomically
-from ..requests import GroundingRequest, GroundingResult
+from ..errors import RequestError, UsageError
+from ..io.atomic import check_writable, write_atomically
+from ..requests import GroundingRequest, GroundingResult, dumps_result, json_error_id, parse_json, request_from_json
 from . import print_json
 
 
@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--requests needs --out, and takes no --features/--query/--duration")
     if args.max_batch < 1:
         raise UsageError("--max-batch must be at least 1")
+    if args.out is not None:
+        check_writable(args.out)  # before any work
     engine = GroundingEngine.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
                                              backend=args.backend, max_batch=args.max_batch)
     if args.requests is None:
@@ -51,35 +53,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parse_requests(path: Path) -> list[GroundingRequest | GroundingResult]:
-    """One entry per non-blank line: a request, or an error result naming the line."""
+    """One entry per non-blank line: a request, or an error result naming the line. A UTF-8 BOM
+    at the start is skipped; a line that is not UTF-8, not strict JSON or not a valid request is
+    that line's error alone."""
     if not path.is_file():
         raise UsageError(f"requests file not found: {path}")
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
     entries: list[GroundingRequest | GroundingResult] = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            obj = None
-            try:
-                obj = json.loads(line)
-                entries.append(request_from_json(obj, path.parent, number))
-            except (json.JSONDecodeError, ValueError, TypeError) as err:
-                known_id = obj.get("id") if isinstance(obj, dict) else None
-                entries.append(GroundingResult(id=known_id, error=f"line {number}: {err}"))
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        obj = None
+        try:
+            obj = parse_json(line)
+            entries.append(request_from_json(obj, path.parent, default_id=number))
+        except RequestError as err:
+            entries.append(GroundingResult(id=json_error_id(obj), error=f"line {number}: {err}"))
     return entries
-
-
-def request_from_json(obj, folder: Path, number: int) -> GroundingRequest:
-    if not isinstance(obj, dict):
-        raise ValueError("expected a JSON object")
-    missing = [k for k in ("features", "query", "duration") if k not in obj]
-    if missing:
-        raise ValueError(f"missing {', '.join(missing)}")
-    if not isinstance(obj["features"], str):
-        raise ValueError("features must be a path to a .npy file")
-    features = Path(obj["features"])
-    return GroundingRequest(features if features.is_absolute() else folder / features, obj["query"],
-                            obj["duration"], video_id=obj.get("video_id"), id=obj.get("id", number))
 
 
 def ground_file(engine: GroundingEngine, requests_path: Path, out: Path) -> int:
@@ -89,7 +81,7 @@ def ground_file(engine: GroundingEngine, requests_path: Path, out: Path) -> int:
               disable=len(requests) < 2) as bar:
         served = iter(engine.ground(requests, progress=bar.update))
     results = [next(served) if isinstance(e, GroundingRequest) else e for e in entries]
-    lines = "".join(json.dumps(r.to_json()) + "\n" for r in results)
+    lines = "".join(dumps_result(r) + "\n" for r in results)
     write_atomically(out, lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
     failed = [r for r in results if r.error is not None]
     for r in failed[:10]:

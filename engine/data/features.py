@@ -6,15 +6,27 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import stat
+from typing import BinaryIO
 
 import numpy as np
+import torch
 
 from reference.errors import SeqPANError
 
 
 class FeatureError(SeqPANError, ValueError):
     """A feature file or array that the engine cannot use; the message names the problem."""
+
+
+class PathRefused(FeatureError):
+    """A feature path outside the allowed root (or unusable there): one message for every case, so
+    that it tells nothing about which files exist."""
+
+    MESSAGE = "features path refused: give a readable .npy file under the features root"
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)
 
 
 def sample_features(features: np.ndarray, max_pos_len: int) -> np.ndarray:
@@ -75,46 +87,185 @@ def index_to_time(s_idx: int, e_idx: int, num_units: int, duration: float) -> tu
     return float(starts[s_idx]), float(ends[e_idx])
 
 
-def load_features(
-    path_or_array: str | os.PathLike[str] | np.ndarray, visual_dim: int = 1024
-) -> np.ndarray:
-    """Clip features as float32 ``[T, D]`` from a ``.npy`` path or an array, checked.
+FeatureSource = str | os.PathLike | np.ndarray | torch.Tensor | list | tuple
+NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
+# Scalar types a nested list of features may hold (bool is not a number here).
+LIST_NUMBER_TYPES = frozenset({int, float, *(np.dtype(c).type for c in np.typecodes["AllInteger"] + "efdg")})
 
-    ``[T, 1, D]`` and ``[1, T, D]`` are squeezed to ``[T, D]``. Raises :class:`FeatureError`
-    for a missing or unreadable file, a non-numeric array, another shape, a feature size
-    other than ``visual_dim``, zero clips, or NaN/inf values (also those from float32
-    overflow).
+
+def load_features(source: FeatureSource, visual_dim: int = 1024, *, max_clips: int | None = None,
+                  max_bytes: int | None = None, root: str | os.PathLike | None = None) -> np.ndarray:
+    """Clip features as float32 ``[T, D]`` from a ``.npy`` path, an array, a tensor or a nested list.
+
+    ``[T, 1, D]`` and ``[1, T, D]`` arrays (and files) are squeezed to ``[T, D]``; a nested list
+    must be ``[T][D]`` numbers. At most ``max_clips`` clips and ``max_bytes`` bytes of array data
+    (8 bytes a value for a list) are accepted, judged from a file's header or a list's lengths
+    before anything is allocated. With ``root``, a path must resolve inside it (see
+    :func:`resolve_feature_path`). Raises :class:`FeatureError` for anything unusable: a missing,
+    special or unreadable file, a non-numeric array, another shape, a feature size other than
+    ``visual_dim``, zero clips, too much data, or NaN/inf values (also those from float32 overflow).
     """
-    if isinstance(path_or_array, np.ndarray):
-        array, source = path_or_array, "features"
+    if isinstance(source, (str, os.PathLike)):
+        path = resolve_feature_path(source, root)
+        with open_feature_file(path, root) as f:
+            array = read_npy(f, repr(str(source)), visual_dim, max_clips, max_bytes)
+        name = repr(str(source))
+    elif isinstance(source, np.ndarray):
+        name = "features"
+        check_dtype(source.dtype, name)
+        clips, _ = clip_shape(source.shape, name, visual_dim)
+        check_size(clips, source.nbytes, name, max_clips, max_bytes)
+        array = source
+    elif isinstance(source, torch.Tensor):
+        name, array = "features", tensor_to_array(source, visual_dim, max_clips, max_bytes)
+    elif isinstance(source, (list, tuple)):
+        name, array = "features", list_to_array(source, visual_dim, max_clips, max_bytes)
     else:
-        path = Path(path_or_array)
-        source = str(path)
-        if not path.is_file():
-            raise FeatureError(f"{source}: feature file not found")
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as error:
-            raise FeatureError(f"{source}: cannot read as .npy ({error})") from error
-        if not isinstance(array, np.ndarray):
-            array.close()
-            raise FeatureError(f"{source}: holds several arrays (.npz), expected one .npy array")
-    real = np.issubdtype(array.dtype, np.number) and not np.iscomplexobj(array)
-    if array.dtype == np.bool_ or not real:
-        raise FeatureError(f"{source}: expected real numbers, got dtype {array.dtype}")
-    if array.ndim == 3 and 1 in array.shape[:2]:
-        array = array.reshape(array.shape[0] * array.shape[1], array.shape[2])
-    if array.ndim != 2:
-        raise FeatureError(f"{source}: expected shape [T, {visual_dim}], got {list(array.shape)}")
-    if array.shape[1] != visual_dim:
-        got = array.shape[1]
-        raise FeatureError(f"{source}: expected feature dimension {visual_dim}, got {got}")
-    if array.shape[0] == 0:
-        raise FeatureError(f"{source}: has zero clips")
+        raise FeatureError(f"features must be a [T, {visual_dim}] array, a nested list of numbers or a .npy "
+                           f"path, got {type(source).__name__}")
+    clips, dim = clip_shape(array.shape, name, visual_dim)
     with np.errstate(over="ignore"):  # overflow to inf is reported just below
-        features = array.astype(np.float32)
+        features = array.reshape(clips, dim).astype(np.float32)
     bad = ~np.isfinite(features)
     if bad.any():
         clip = int(np.argmax(bad.any(axis=1)))
-        raise FeatureError(f"{source}: {int(bad.sum())} NaN/inf values, first in clip {clip}")
+        raise FeatureError(f"{name}: {int(bad.sum())} NaN/inf values, first in clip {clip}")
     return features
+
+
+def clip_shape(shape: tuple[int, ...], name: str, visual_dim: int) -> tuple[int, int]:
+    """(clips, dimension) of a features shape, ``[T, 1, D]`` and ``[1, T, D]`` squeezed; checked."""
+    if len(shape) == 3 and 1 in shape[:2]:
+        shape = (shape[0] * shape[1], shape[2])
+    if len(shape) != 2 or min(shape) < 0:
+        raise FeatureError(f"{name}: expected shape [T, {visual_dim}], got {list(shape)}")
+    if shape[1] != visual_dim:
+        raise FeatureError(f"{name}: expected feature dimension {visual_dim}, got {shape[1]}")
+    if shape[0] == 0:
+        raise FeatureError(f"{name}: has zero clips")
+    return shape[0], shape[1]
+
+
+def check_dtype(dtype: np.dtype, name: str) -> None:
+    """Only plain integers and real floats are features."""
+    if dtype.kind not in "iuf" or dtype.names is not None or dtype.subdtype is not None:
+        raise FeatureError(f"{name}: expected real numbers, got dtype {dtype}")
+
+
+def check_size(clips: int, nbytes: int, name: str, max_clips: int | None, max_bytes: int | None) -> None:
+    """Refuse a video past the clip or byte limit (computed with Python ints: no overflow)."""
+    if max_clips is not None and clips > max_clips:
+        raise FeatureError(f"{name}: {clips} clips, more than the limit of {max_clips}")
+    if max_bytes is not None and nbytes > max_bytes:
+        raise FeatureError(f"{name}: {nbytes} bytes of features, more than the limit of {max_bytes}")
+
+
+def resolve_feature_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """The real path of a feature file (symlinks followed). With ``root``, a relative path is read
+    from the root and the real path must lie inside the root's real path, else :class:`PathRefused`
+    (the same message whether or not the file exists)."""
+    try:
+        text = os.fspath(path)
+        if not isinstance(text, str):
+            raise FeatureError("features path must be text, not bytes")
+        if "\0" in text:
+            raise FeatureError("features path contains a NUL byte")
+        if root is None:
+            return os.path.realpath(text)
+        base = os.path.realpath(root)
+        real = os.path.realpath(os.path.join(base, text))
+    except FeatureError:
+        if root is not None:
+            raise PathRefused() from None
+        raise
+    except (TypeError, ValueError, OSError):
+        if root is not None:
+            raise PathRefused() from None
+        raise FeatureError(f"features path {path!r} is not a usable path") from None
+    if os.path.commonpath([real, base]) != base:
+        raise PathRefused()
+    return real
+
+
+def open_feature_file(path: str, root: str | os.PathLike | None = None) -> BinaryIO:
+    """Open a regular file for reading without blocking on a FIFO or device. With ``root``, every
+    failure is :class:`PathRefused`, and the opened file itself must lie inside the root (a symlink
+    swapped in after :func:`resolve_feature_path` is caught here, where /proc/self/fd exists)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise (PathRefused() if root is not None else FeatureError(f"{path!r}: feature file not found")) from None
+    except OSError as err:
+        raise (PathRefused() if root is not None else FeatureError(f"{path!r}: cannot open ({err.strerror})")) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PathRefused() if root is not None else FeatureError(f"{path!r}: not a regular file")
+        if root is not None and os.path.isdir("/proc/self/fd"):
+            opened, base = os.readlink(f"/proc/self/fd/{fd}"), os.path.realpath(root)
+            if os.path.commonpath([opened, base]) != base:
+                raise PathRefused()
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_npy(f: BinaryIO, name: str, visual_dim: int, max_clips: int | None, max_bytes: int | None) -> np.ndarray:
+    """The array of an open ``.npy`` file, its header checked against the limits before its data
+    is read; never unpickles."""
+    magic = f.read(len(NPY_MAGIC))
+    if magic.startswith(ZIP_MAGIC):
+        raise FeatureError(f"{name}: holds several arrays (.npz), expected one .npy array")
+    if magic != NPY_MAGIC:
+        raise FeatureError(f"{name}: cannot read as .npy (not a NumPy .npy file)")
+    version = tuple(f.read(2))
+    # 3.0 differs from 2.0 only by a UTF-8 header, which only structured dtypes (refused) need
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0,
+               (3, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise FeatureError(f"{name}: cannot read as .npy (unsupported format version {version})")
+    try:
+        shape, fortran_order, dtype = readers[version](f)
+    except Exception as err:  # numpy parses the header with literal_eval: any failure is a bad header
+        raise FeatureError(f"{name}: cannot read as .npy (malformed header: {err})") from None
+    check_dtype(dtype, name)
+    clips, dim = clip_shape(shape, name, visual_dim)
+    nbytes = clips * dim * dtype.itemsize
+    check_size(clips, nbytes, name, max_clips, max_bytes)
+    data = f.read(nbytes)
+    if len(data) < nbytes:
+        raise FeatureError(f"{name}: cannot read as .npy (truncated: {len(data)} of {nbytes} bytes of data)")
+    array = np.frombuffer(data, dtype=dtype)
+    return array.reshape(shape[::-1]).T if fortran_order else array.reshape(shape)
+
+
+def tensor_to_array(tensor: torch.Tensor, visual_dim: int, max_clips: int | None,
+                    max_bytes: int | None) -> np.ndarray:
+    """A dense real tensor (any device) as a float32 array, checked before it is copied."""
+    real = not (tensor.dtype == torch.bool or tensor.is_complex() or tensor.is_quantized)
+    if tensor.layout != torch.strided or not real:
+        raise FeatureError(f"features: expected a dense tensor of real numbers, got {tensor.dtype} "
+                           f"({tensor.layout})")
+    clips, _ = clip_shape(tuple(tensor.shape), "features", visual_dim)
+    check_size(clips, tensor.numel() * tensor.element_size(), "features", max_clips, max_bytes)
+    try:
+        return tensor.detach().to(device="cpu", dtype=torch.float32).numpy()
+    except (RuntimeError, NotImplementedError) as err:
+        raise FeatureError(f"features: cannot copy the tensor to the CPU ({err})") from None
+
+
+def list_to_array(rows: list | tuple, visual_dim: int, max_clips: int | None, max_bytes: int | None) -> np.ndarray:
+    """A ``[T][D]`` nested list of numbers as a float64 array; lengths and types are checked first."""
+    check_size(len(rows), len(rows) * visual_dim * 8, "features", max_clips, max_bytes)
+    for i, row in enumerate(rows):
+        if type(row) not in (list, tuple) or len(row) != visual_dim:
+            raise FeatureError(f"features: clip {i} is not a list of {visual_dim} numbers")
+        if not all(type(x) in LIST_NUMBER_TYPES for x in row):
+            raise FeatureError(f"features: clip {i} holds something other than numbers")
+    if not rows:
+        raise FeatureError("features: has zero clips")
+    try:
+        return np.array(rows, dtype=np.float64)
+    except OverflowError:
+        raise FeatureError("features: a value is too large for a float") from None

@@ -9,6 +9,7 @@ import pytest
 
 from engine import BatcherClosedError, GroundingRequest, MicroBatcher, QueueFullError
 from tests.engine.test_engine import CFG, make_engine
+from tests.helpers import assert_same_answer
 
 
 def request(i: int) -> GroundingRequest:
@@ -82,3 +83,91 @@ def test_engine_failure_fails_only_that_batch():
         with pytest.raises(RuntimeError, match="device lost"):
             future.result(timeout=10)
         assert batcher._worker.is_alive()
+
+
+class GatedEngine:
+    """The real engine behind a gate: ground() waits for `release`; it fails any batch holding a
+    request whose id is in `poison`, as a backend might (an exception out of `ground`)."""
+
+    def __init__(self, poison=()):
+        self.release = threading.Event()
+        self.poison = set(poison)
+        self.engine = make_engine()
+        self.batch_sizes: list[int] = []
+
+    def ground(self, requests):
+        self.release.wait(30)
+        self.batch_sizes.append(len(requests))
+        if any(getattr(r, "id", None) in self.poison for r in requests):
+            raise RuntimeError("poisoned batch")
+        return self.engine.ground(requests)
+
+
+def test_issue11_1_cancelled_future_does_not_kill_the_worker():
+    """Issue #11 (1): set_result on a cancelled future raised InvalidStateError in the worker; it
+    died, every later future hung and close() blocked once the queue was full."""
+    gated = GatedEngine()
+    batcher = MicroBatcher(gated, max_batch=4, max_wait_ms=1, max_queue=2)
+    first = batcher.submit(request(0))
+    time.sleep(0.2)  # the worker holds request 0 in ground()
+    cancelled = batcher.submit(request(1))
+    assert cancelled.cancel()
+    kept = batcher.submit(request(2))
+    gated.release.set()
+    assert first.result(timeout=30).error is None and kept.result(timeout=30).error is None
+    later = [batcher.submit(request(i)) for i in (3, 4)]
+    assert all(f.result(timeout=30).error is None for f in later)
+    first.cancel()  # too late to cancel a finished one: nothing happens
+    closer = threading.Thread(target=batcher.close)
+    closer.start()
+    closer.join(30)
+    assert not closer.is_alive() and not batcher._worker.is_alive()
+
+
+def test_issue11_2_a_failing_batch_fails_only_the_request_at_fault():
+    """Issue #11 (2): every future of a micro-batch got the exception of one bad request (1,376
+    of 2,000 good requests failed in a mixed run); now the batch is retried in halves."""
+    gated = GatedEngine(poison={5})
+    expected = {i: gated.engine.ground([request(i)])[0] for i in range(8)}
+    batcher = MicroBatcher(gated, max_batch=8, max_wait_ms=50)
+    futures = {i: batcher.submit(request(i)) for i in range(8)}
+    gated.release.set()
+    for i, f in futures.items():
+        if i == 5:
+            with pytest.raises(RuntimeError, match="poisoned"):
+                f.result(timeout=60)
+        else:
+            assert_same_answer(f.result(timeout=60), expected[i])
+    batcher.close(timeout=30)
+    assert gated.batch_sizes[0] == 8 and 1 in gated.batch_sizes
+
+
+@pytest.mark.parametrize("bad", [None, {"query": "x"},
+                                 GroundingRequest([[1.0] * CFG.visual_dim], "door", 5.0, seed="x")])
+def test_issue11_2_bad_submissions_get_their_own_error(bad):
+    """Issue #11 (2): `submit(None)`, a dict or a bad seed sank the whole micro-batch."""
+    with MicroBatcher(make_engine(), max_batch=8, max_wait_ms=20) as batcher:
+        futures = [batcher.submit(request(0)), batcher.submit(bad), batcher.submit(request(1))]
+        results = [f.result(timeout=60) for f in futures]
+    assert results[0].error is None and results[2].error is None and results[1].error
+
+
+@pytest.mark.parametrize("options", [dict(max_queue=0), dict(max_queue=-1), dict(max_batch=0),
+                                     dict(max_wait_ms=float("nan")), dict(max_queue=2.5)])
+def test_issue11_9_batcher_options_are_checked(options):
+    """Issue #11 (9): max_queue=0 accepted everything (an unbounded queue)."""
+    from engine import UsageError
+
+    with pytest.raises(UsageError):
+        MicroBatcher(make_engine(), **options)
+
+
+def test_close_from_a_done_callback_does_not_deadlock():
+    batcher = MicroBatcher(make_engine(), max_batch=2, max_wait_ms=1)
+    future = batcher.submit(request(0))
+    future.add_done_callback(lambda f: batcher.close())
+    assert future.result(timeout=60).error is None
+    batcher._worker.join(30)
+    assert not batcher._worker.is_alive()
+    with pytest.raises(BatcherClosedError):
+        batcher.submit(request(1))

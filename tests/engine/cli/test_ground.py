@@ -75,3 +75,99 @@ def test_user_errors_are_one_line_with_nonzero_exit(setup, args, message):
     proc = run_cli("ground", *[a.format(root=root, ckpt=ckpt) for a in args])
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == "" and not (root / "o.jsonl").exists()
+
+
+def strict_json_lines(path):
+    """Every line of a results file as strict JSON (NaN/Infinity refused)."""
+    def refuse(name):
+        raise ValueError(f"{name} in output")
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_issue11_2_bad_lines_do_not_sink_the_file(setup):
+    """Issue #11 (2): each of these lines made `seqpan ground --requests` exit 1 with a traceback and
+    no output for anyone; now each is its own line's error and the others are served."""
+    root, ckpt = setup
+    with open(root / "huge.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (10**30, 24)})
+    good = json.dumps({"features": "a.npy", "query": "person opens the door", "duration": 30, "id": "good"}).encode()
+    lines = [
+        good,
+        b'{"features": "a.npy", "query": "door", "duration": 1' + b"0" * 400 + b', "id": "overflow"}',
+        json.dumps({"features": "a\0.npy", "query": "door", "duration": 3, "id": "nul"}).encode(),
+        json.dumps({"features": "huge.npy", "query": "door", "duration": 3, "id": "huge"}).encode(),
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"features": "a.npy", "query": "caf\xe9", "duration": 3, "id": "latin-1"}',
+        json.dumps({"features": "a.npy", "query": 5, "duration": 3, "id": "int-query"}).encode(),
+        b'{"features": "a.npy", "query": "door", "duration": 3, "id": NaN}',
+        good,
+    ]
+    (root / "bad.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    out = root / "bad-out.jsonl"
+    proc = run_cli("ground", "--checkpoint", str(ckpt), "--requests", str(root / "bad.jsonl"), "--out", str(out))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    results = strict_json_lines(out)
+    assert [r["id"] for r in results] == ["good", "overflow", "nul", "huge", None, None, "int-query", None, "good"]
+    assert "start" in results[0] and results[0] == results[-1]
+    messages = [r.get("error", "") for r in results[1:-1]]
+    for message, expected in zip(messages, ["too large", "NUL", "more than the limit", "nested too deeply",
+                                            "UTF-8", "query must be a string", "NaN"]):
+        assert expected in message, messages
+
+
+def test_issue11_6_huge_duration_is_an_error_not_nan(setup):
+    """Issue #11 (6): `--duration 1e308` printed "start": NaN, "end": Infinity with exit 0."""
+    root, ckpt = setup
+    proc = run_cli("ground", "--checkpoint", str(ckpt), "--features", str(root / "a.npy"), "--query", "door",
+                   "--duration", "1e308")
+    assert proc.returncode == 2 and "limit" in proc.stderr and proc.stdout == ""
+
+
+def test_issue11_9_utf8_bom_is_skipped(setup):
+    """Issue #11 (9): a byte-order mark made line 1 "not JSON"."""
+    root, ckpt = setup
+    line = json.dumps({"features": "a.npy", "query": "person opens the door", "duration": 30, "id": "bom"})
+    (root / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + line.encode() + b"\r\n")
+    out = root / "bom-out.jsonl"
+    proc = run_cli("ground", "--checkpoint", str(ckpt), "--requests", str(root / "bom.jsonl"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert strict_json_lines(out)[0]["id"] == "bom" and "start" in strict_json_lines(out)[0]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--device", "cuda:99"], "cuda"),
+    (["--out", "{root}/a.npy/out.jsonl"], "Not a directory"),
+    (["--out", "{root}"], "folder or another special file"),
+])
+def test_issue11_9_bad_device_and_out_are_one_line_errors(setup, extra, message):
+    """Issue #11 (9): `--device tpu` and an `--out` under a file gave tracebacks."""
+    root, ckpt = setup
+    (root / "one.jsonl").write_text(json.dumps({"features": "a.npy", "query": "door", "duration": 3}) + "\n")
+    args = ["--checkpoint", str(ckpt), "--requests", str(root / "one.jsonl"), "--out", str(root / "o.jsonl")]
+    if extra[0] == "--out":
+        args[-1] = extra[1].format(root=root)
+    else:
+        args += extra
+    proc = run_cli("ground", *args)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (root / "o.jsonl").exists()
+
+
+def test_issue11_9_read_only_out_fails_before_any_work(setup, monkeypatch):
+    """Issue #11 (9): an `--out` on a read-only filesystem gave a traceback after all the work.
+    (The read-only filesystem is simulated: os.access reports EROFS's answer, as it does there.)"""
+    import os
+
+    from engine.cli import ground as ground_cli
+
+    root, ckpt = setup
+    (root / "one.jsonl").write_text(json.dumps({"features": "a.npy", "query": "door", "duration": 3}) + "\n")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: str(p) != str(root / "ro") and real_access(p, mode))
+    monkeypatch.setattr(ground_cli.GroundingEngine, "from_checkpoint", lambda *a, **k: pytest.fail("worked first"))
+    (root / "ro").mkdir(exist_ok=True)
+    proc = run_cli("ground", "--checkpoint", str(ckpt), "--requests", str(root / "one.jsonl"), "--out",
+                   str(root / "ro" / "o.jsonl"))
+    assert proc.returncode == 2 and "is not writable" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,238 @@
+"""Requests as a careless or hostile caller sends them (issue #11): every field checked where it
+enters, each bad request its own one-line error, the good ones beside it served as if alone."""
+from __future__ import annotations
+
+import json
+import os
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+
+from engine import GroundingEngine, GroundingRequest
+from tests.engine.test_engine import CFG, CHAR_DICT, MODEL, WORD_DICT, make_engine
+from tests.helpers import assert_same_answer
+
+FEATS = np.random.default_rng(0).standard_normal((12, CFG.visual_dim)).astype(np.float32)
+GOOD = GroundingRequest(FEATS, "person opens the door", 10.0, id="good")
+
+
+def npy_header_only(path, shape, descr="<f4"):
+    """A .npy file whose header claims `shape` and that holds no data."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": descr, "fortran_order": False, "shape": shape})
+    return path
+
+
+def ground_beside_good(bad: GroundingRequest, engine: GroundingEngine | None = None):
+    """Ground [good, bad, good]; the good ones must get exactly their answer alone."""
+    engine = engine or make_engine()
+    alone = engine.ground([GOOD])[0]
+    results = engine.ground([GOOD, bad, GOOD])
+    assert alone.error is None
+    for r in (results[0], results[2]):
+        assert_same_answer(r, alone)
+    return results[1]
+
+
+def bad_request(**change) -> GroundingRequest:
+    fields = dict(features=FEATS, query="person opens the door", duration=10.0, id="bad")
+    return GroundingRequest(**{**fields, **change})
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(duration=int("1" + "0" * 400)), "too large"),  # OverflowError converting to float
+    (dict(features="/tmp/a\0b.npy"), "NUL"),
+    (dict(seed="x"), "seed must be an integer"),
+    (dict(seed=-1), "seed must lie in"),
+    (dict(seed=2**64), "seed must lie in"),
+    (dict(query=5), "query must be a string, got int"),  # was "query is empty"
+    (dict(query=None), "query must be a string"),
+    (dict(video_id=["a"]), "video_id must be a string"),
+    (dict(features={"a": 1}), "features must be"),
+    (dict(features=None), "features must be"),
+    (dict(features=[[1.0] * CFG.visual_dim, [1.0]]), "clip 1 is not a list"),
+    (dict(features=[["1"] * CFG.visual_dim]), "other than numbers"),
+    (dict(features=[[10**400] * CFG.visual_dim]), "too large"),
+    (dict(features=torch.ones(3, CFG.visual_dim, dtype=torch.complex64)), "real numbers"),
+    (dict(duration=1e308), "limit"),  # gave "start": NaN, "end": Infinity
+])
+def test_issue11_2_bad_field_is_that_requests_error_only(change, message):
+    """Issue #11 (2, 6, 9): each of these raised out of `ground` (sinking the whole batch) or
+    answered with NaN; now it is that request's one-line error."""
+    result = ground_beside_good(bad_request(**change))
+    assert result.error is not None and message in result.error, result.error
+    assert "\n" not in result.error and result.id == "bad"
+    json.dumps(result.to_json(), allow_nan=False)
+
+
+@pytest.mark.parametrize("request_obj", [None, {"features": "a.npy", "query": "q", "duration": 3}, "text", 7])
+def test_issue11_2_non_request_objects_get_an_error_result(request_obj):
+    """Issue #11 (2): `ground([good, None])` raised AttributeError for everyone."""
+    result = ground_beside_good(request_obj)
+    assert result.error.startswith("expected a GroundingRequest") and result.id is None
+
+
+def test_issue11_2_huge_npy_header_is_refused_from_the_header(tmp_path):
+    """Issue #11 (2): a header claiming (10**30, D) raised OverflowError for the whole batch, and
+    (10**8, D) tried to allocate the array; both are refused before any allocation."""
+    tracemalloc.start()
+    try:
+        for shape in [(10**30, CFG.visual_dim), (10**8, CFG.visual_dim), (1, 10**8, CFG.visual_dim)]:
+            result = ground_beside_good(bad_request(features=str(npy_header_only(tmp_path / "h.npy", shape))))
+            assert "more than the limit" in result.error, result.error
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.int64])
+def test_issue11_2_features_as_tensor_or_list_equal_the_array(dtype):
+    """Issue #11 (2): features as a list or a tensor raised TypeError; they are converted (a tensor
+    of any real dtype, a [T][D] list of numbers) and give the array's answer."""
+    values = np.round(FEATS * 4).astype(np.float32)  # small integers: exact in every dtype tried
+    expected = make_engine().ground([GroundingRequest(values, GOOD.query, 10.0)])[0]
+    for features in (torch.from_numpy(values).to(dtype), values.tolist()):
+        assert_same_answer(make_engine().ground([GroundingRequest(features, GOOD.query, 10.0)])[0], expected)
+        assert ground_beside_good(bad_request(features=features)).error is None
+
+
+def test_issue11_4_long_words_and_queries_are_refused_before_work():
+    """Issue #11 (4): a 1M-character word took 7.9 GB and 43 s; the query and its words are bounded."""
+    tracemalloc.start()
+    try:
+        huge = ground_beside_good(bad_request(query="a" * 1_000_000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "more than the limit of 2000" in huge.error and peak < 16 * 2**20
+
+
+def test_issue11_4_a_word_longer_than_the_limit_is_refused():
+    """Issue #11 (4): characters per word were never bounded (the char CNN runs over every one)."""
+    long_word = ground_beside_good(bad_request(query="person opens the " + "d" * 65))
+    assert "word of 65 characters" in long_word.error
+    words_past_max_pos_len = " ".join(["door"] * CFG.max_pos_len + ["d" * 65])  # cut off: never read
+    assert ground_beside_good(bad_request(query=words_past_max_pos_len)).error is None
+
+
+def test_issue11_4_limits_are_configurable():
+    from engine import Limits, UsageError
+
+    engine = make_engine(limits=Limits(max_query_chars=10, max_clips=5, max_word_chars=3))
+    results = engine.ground([bad_request(query="a a a a a a"), bad_request(query="person"),
+                             bad_request(query="a dog", features=FEATS[:6]),
+                             bad_request(query="a dog", features=FEATS[:5])])
+    assert "more than the limit of 10" in results[0].error
+    assert "word of 6 characters" in results[1].error
+    assert "6 clips, more than the limit of 5" in results[2].error
+    assert results[3].error is None
+    with pytest.raises(UsageError):
+        Limits(max_clips=0)
+
+
+def test_issue11_6_non_finite_model_output_is_an_error_not_nan():
+    """Issue #11 (6): NaN weights gave `"score": NaN`; now that request gets an error."""
+    model = type(MODEL)(CFG)
+    model.load_state_dict(MODEL.state_dict())
+    with torch.no_grad():
+        model.predictor.start_dense.bias.fill_(float("nan"))
+    result = GroundingEngine(model, WORD_DICT, CHAR_DICT, device="cpu").ground([GOOD])[0]
+    assert result.error is not None and "non-finite" in result.error
+    json.dumps(result.to_json(), allow_nan=False)
+
+
+@pytest.mark.parametrize("rid, expected", [(float("nan"), None), (float("inf"), None), (np.float32(2.5), 2.5),
+                                           (np.int64(7), 7), (("v", 1), ["v", 1]), (b"x", "b'x'")])
+def test_issue11_6_to_json_is_always_valid_json(rid, expected):
+    """Issue #11 (6): an id (or any number) that is not JSON is written as valid JSON."""
+    from engine.requests import dumps_result
+
+    result = make_engine().ground([GroundingRequest(FEATS, GOOD.query, 10.0, id=rid)])[0]
+    assert result.id is rid  # the caller's own object is kept on the result
+    assert json.loads(dumps_result(result))["id"] == expected
+
+
+def test_issue11_8_paths_are_confined_to_the_features_root(tmp_path):
+    """Issue #11 (8): any absolute or ../ path was read, and the error told whether it existed."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    np.save(root / "sub" / "v.npy", FEATS)
+    np.save(outside / "secret.npy", FEATS)
+    os.symlink(outside / "secret.npy", root / "link.npy")
+    os.symlink(root / "sub" / "v.npy", root / "inner_link.npy")
+    engine = make_engine(features_root=root)
+    refused = [str(outside / "secret.npy"), "../outside/secret.npy", "link.npy", str(outside / "missing.npy"),
+               "missing.npy", "sub", "/dev/zero", "a\0b", str(root / ".." / "outside" / "secret.npy")]
+    results = engine.ground([bad_request(features=p) for p in refused])
+    messages = {r.error for r in results}
+    assert len(messages) == 1 and "refused" in messages.pop()
+    expected = make_engine().ground([GroundingRequest(FEATS, GOOD.query, 10.0)])[0]
+    for path in ("sub/v.npy", str(root / "sub" / "v.npy"), "inner_link.npy", "sub/../sub/v.npy"):
+        assert_same_answer(engine.ground([GroundingRequest(path, GOOD.query, 10.0)])[0], expected)
+
+
+def test_issue11_8_paths_can_be_refused_altogether(tmp_path):
+    np.save(tmp_path / "v.npy", FEATS)
+    engine = make_engine(allow_feature_paths=False)
+    results = engine.ground([bad_request(features=str(tmp_path / "v.npy")), bad_request(features="nope.npy"), GOOD])
+    assert results[0].error == results[1].error and "inline" in results[0].error
+    assert results[2].error is None
+
+
+def test_issue11_9_numpy_scalar_durations_are_accepted():
+    """Issue #11 (9): `np.float32(10)` was "duration must be a number"."""
+    expected = make_engine().ground([GOOD])[0]
+    for duration in (np.float32(10), np.float64(10), np.int64(10), 10):
+        got = make_engine().ground([GroundingRequest(FEATS, GOOD.query, duration, id="good")])[0]
+        assert_same_answer(got, expected)
+    assert "number of seconds" in ground_beside_good(bad_request(duration=np.bool_(True))).error
+
+
+def test_issue11_9_plain_text_is_not_called_pickled_data(tmp_path):
+    """Issue #11 (9): a text file was reported as "contains pickled data"."""
+    (tmp_path / "t.npy").write_text("hello, not an array\n")
+    result = ground_beside_good(bad_request(features=str(tmp_path / "t.npy")))
+    assert "not a NumPy .npy file" in result.error and "pickle" not in result.error
+
+
+def test_same_video_id_with_other_features_is_not_shared():
+    """A request never gets another's video: equal video_ids share an encoding only when the
+    features are equal too."""
+    other = np.random.default_rng(5).standard_normal((12, CFG.visual_dim)).astype(np.float32)
+    engine = make_engine()
+    alone = [engine.ground([GroundingRequest(f, GOOD.query, 10.0)])[0] for f in (FEATS, other)]
+    together = engine.ground([GroundingRequest(FEATS, GOOD.query, 10.0, video_id="v"),
+                              GroundingRequest(other, GOOD.query, 10.0, video_id="v"),
+                              GroundingRequest(FEATS.copy(), GOOD.query, 10.0, video_id="v")])
+    for got, expected in zip(together, [alone[0], alone[1], alone[0]]):
+        assert_same_answer(got, expected)
+    cache: dict = {}
+    keys = [engine.prepare(GroundingRequest(f, GOOD.query, 10.0, video_id="v"), cache).video_key
+            for f in (FEATS, other, FEATS.copy())]
+    assert keys[0] == keys[2] == ("id", "v") != keys[1]
+
+
+def test_request_from_json_checks_every_field(tmp_path):
+    from engine import RequestError, request_from_json
+
+    good = {"features": "v.npy", "query": "person opens the door", "duration": 3, "seed": 4, "video_id": "x",
+            "id": "q", "unknown": 1}
+    req = request_from_json(good, tmp_path, default_id=9)
+    assert (req.features, req.duration, req.seed, req.video_id, req.id) == (tmp_path / "v.npy", 3.0, 4, "x", "q")
+    assert request_from_json({**good, "features": "/abs/v.npy"}, tmp_path).features.as_posix() == "/abs/v.npy"
+    assert request_from_json({k: v for k, v in good.items() if k != "id"}, None, default_id=9).id == 9
+    assert request_from_json({**good, "features": [[0.5] * 3]}, None).features == [[0.5] * 3]
+    for change, message in [(dict(features=3), "features must be"), (dict(query=["a"]), "query must be a string"),
+                            (dict(duration="3"), "duration must be a number"), (dict(duration=True), "duration"),
+                            (dict(seed=1.5), "seed must be an integer"), (dict(id={"a": 1}), "id must be"),
+                            (dict(video_id=1.5), "video_id must be")]:
+        with pytest.raises(RequestError, match=message):
+            request_from_json({**good, **change}, tmp_path)
+    with pytest.raises(RequestError, match="missing duration"):
+        request_from_json({"features": "v.npy", "query": "q"}, tmp_path)
+    with pytest.raises(RequestError, match="expected a JSON object, got list"):
+        request_from_json([good], tmp_path)

@@ -15,8 +15,8 @@ setup(
     extras_require={
         "triton": ["triton>=3.0"],
         "onnx": ["onnx>=1.16", "onnxscript>=0.1", "onnxruntime>=1.18"],
-        "test": ["pytest>=8", "pytest-benchmark>=4", "triton>=3.0", "onnx>=1.16", "onnxscript>=0.1",
-                 "onnxruntime>=1.18"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6.100", "triton>=3.0", "onnx>=1.16",
+                 "onnxscript>=0.1", "onnxruntime>=1.18"],
         "bench": ["pytest-benchmark>=4", "matplotlib>=3.7"],
         "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
     },

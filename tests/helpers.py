@@ -76,3 +76,29 @@ def assert_same_answer(got, expected) -> None:
             (expected.start_index, expected.end_index, expected.start, expected.end)
         assert got.score == pytest.approx(expected.score, rel=SCORE_RTOL)
 
+
+def fuzz_settings(examples: int):
+    """Hypothesis settings for a fuzz test: `examples` examples (times SEQPAN_FUZZ_SCALE, for longer
+    local runs), no deadline (the machine is shared), derandomized in CI so a run is reproducible
+    (SEQPAN_FUZZ_SCALE set: random, to explore)."""
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    scale = int(os.environ.get("SEQPAN_FUZZ_SCALE", "0"))
+    return settings(max_examples=examples * max(scale, 1), deadline=None, derandomize=scale == 0,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.filter_too_much], database=None)
+
+
+def scratch_folder(prefix: str):
+    """A temporary folder for a test module's files, made now (strategies may name its files at
+    import) and removed when the process exits."""
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder

@@ -71,11 +71,15 @@ class JpegRoundTrip:
         encoder.sample_aspect_ratio = Fraction(1, 1)
         return encoder
 
-    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+    def encode(self, frame: av.VideoFrame) -> bytes:
+        """The JPEG file the CLI would have written for the next frame."""
         if self.encoder is None:
             self.encoder = self._open(frame)
         frame.pts, frame.time_base = self.index, self.encoder.time_base
         self.index += 1
         packets = self.encoder.encode(frame)  # mjpeg is intra-only: one packet per frame, no delay
-        bgr = cv2.imdecode(np.frombuffer(bytes(packets[0]), np.uint8), cv2.IMREAD_COLOR)
+        return bytes(packets[0])
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        bgr = cv2.imdecode(np.frombuffer(self.encode(frame), np.uint8), cv2.IMREAD_COLOR)
         return bgr[:, :, ::-1]

@@ -26,6 +26,7 @@ class VideoInfo:
     height: int
     rate: Fraction       # the stream's frame rate as the CLI guesses it
     duration: float      # seconds (container duration, else the stream's)
+    sample_aspect_ratio: Fraction | None  # None when the stream does not state it
 
 
 def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
@@ -54,7 +55,8 @@ def probe(path: str | Path) -> VideoInfo:
         else:
             raise VideoError(f"video {path}: the container states no duration")
         ctx = stream.codec_context
-        return VideoInfo(Path(path), ctx.width, ctx.height, stream.guessed_rate or DEFAULT_RATE, duration)
+        return VideoInfo(Path(path), ctx.width, ctx.height, stream.guessed_rate or DEFAULT_RATE, duration,
+                         stream.sample_aspect_ratio or None)
 
 
 def _rotation_filters(frame: av.VideoFrame) -> list[tuple[str, str | None]]:

@@ -16,12 +16,13 @@ FRAME_MODES = ("jpeg", "direct")
 def decoded_rgb(path: str | Path, preset: Preset, frames: str = "jpeg") -> Iterator:
     """RGB uint8 frames at the preset's rate: `jpeg` through the original's JPEG files (encoded
     as the ffmpeg CLI did, read back by OpenCV), `direct` straight from the decoder."""
-    rate = preset.fps or probe(path).rate
+    info = probe(path)
+    rate = preset.fps or info.rate
     if frames == "direct":
         for frame in decode_frames(path, rate, "rgb24"):
             yield frame.to_ndarray()
     elif frames == "jpeg":
-        round_trip = JpegRoundTrip(rate)
+        round_trip = JpegRoundTrip(rate, info.sample_aspect_ratio)
         for frame in decode_frames(path, rate, "yuvj420p", keep=CLI_CONVERTED):
             yield round_trip(to_cli_yuvj420p(frame))
     else:

@@ -55,10 +55,12 @@ def to_cli_yuvj420p(frame: av.VideoFrame) -> av.VideoFrame:
 
 class JpegRoundTrip:
     """Encodes yuvj420p frames one after another as the CLI's image2 output at `rate` frames/s
-    would, and returns each decoded back by OpenCV as an RGB uint8 array."""
+    would, and returns each decoded back by OpenCV as an RGB uint8 array. `sample_aspect_ratio`
+    is the video's (None when it states none): the CLI writes a JFIF header only when it is known,
+    and the header's bytes count in the rate control, so it changes later frames' quality."""
 
-    def __init__(self, rate: Fraction):
-        self.rate = Fraction(rate)
+    def __init__(self, rate: Fraction, sample_aspect_ratio: Fraction | None = None):
+        self.rate, self.sample_aspect_ratio = Fraction(rate), sample_aspect_ratio
         self.encoder: av.CodecContext | None = None
         self.index = 0
 
@@ -68,7 +70,8 @@ class JpegRoundTrip:
         encoder.time_base, encoder.framerate = 1 / self.rate, self.rate
         encoder.bit_rate = 200_000               # the CLI's default rate (no -q, no -b)
         encoder.thread_count = 1                 # several threads would cut the JPEG into slices
-        encoder.sample_aspect_ratio = Fraction(1, 1)
+        if self.sample_aspect_ratio:
+            encoder.sample_aspect_ratio = self.sample_aspect_ratio
         return encoder
 
     def encode(self, frame: av.VideoFrame) -> bytes:

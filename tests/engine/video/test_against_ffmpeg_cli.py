@@ -28,7 +28,7 @@ def cli_frames(video, preset, folder):
 @pytest.mark.parametrize("preset,kwargs", [
     ("charades", dict(frames=40, width=320, height=240, rate=30)),
     ("charades", dict(frames=30, width=96, height=64, rate=25, rotation=90)),
-    ("activitynet", dict(frames=25, width=160, height=120, rate=30)),
+    ("activitynet", dict(frames=60, width=160, height=120, rate=30)),
     ("tacos", dict(frames=20, width=96, height=64, rate=25, pix_fmt="yuvj420p", codec="mjpeg")),
 ])
 def test_jpeg_frames_equal_the_ffmpeg_cli(tmp_path, preset, kwargs):

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.video.decode import decode_frames
+from engine.video.decode import decode_frames, probe
 from engine.video.frames import video_crops
 from engine.video.jpeg import CLI_CONVERTED, JpegRoundTrip, to_cli_yuvj420p
 from engine.video.preprocess import to_network_input
@@ -15,8 +15,8 @@ from .videos import write_video
 
 def write_jpeg_files(video, preset, folder):
     """The `%6d.jpg` files of the original's ffmpeg step, as this package encodes them."""
-    rate = preset.fps or 30
-    encoder = JpegRoundTrip(rate)
+    info = probe(video)
+    encoder = JpegRoundTrip(preset.fps or info.rate, info.sample_aspect_ratio)
     frames = decode_frames(video, preset.fps, "yuvj420p", keep=CLI_CONVERTED)
     for i, frame in enumerate(frames, start=1):
         (folder / f"vid-{i:06d}.jpg").write_bytes(encoder.encode(to_cli_yuvj420p(frame)))

@@ -1,6 +1,6 @@
 """The original's per-frame preprocessing: cv2 bilinear resize by the preset's rule, centre crop
 224, and x/255*2-1 — on uint8 RGB frames, with the float step done last (it is per pixel, so it
-commutes with the crop) through a table equal to the original's float64 arithmetic cast to float32."""
+commutes with the crop)."""
 from __future__ import annotations
 
 import cv2
@@ -8,8 +8,7 @@ import numpy as np
 
 from .errors import VideoError
 from .presets import CROP, Preset
-
-UNIT_RANGE = ((np.arange(256) / 255.0) * 2 - 1).astype(np.float32)  # uint8 value → [-1, 1]
+from .scale import UNIT_RANGE
 
 
 def resize_frame(rgb: np.ndarray, preset: Preset) -> np.ndarray:

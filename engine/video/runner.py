@@ -10,7 +10,7 @@ import torch
 
 from .errors import VideoError
 from .i3d import InceptionI3d
-from .preprocess import UNIT_RANGE
+from .scale import UNIT_RANGE
 
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -3,12 +3,16 @@ fps=fps=24] DIR/%6d.jpg` read back with cv2.imread. Needs the ffmpeg program (me
 Debian's ffmpeg 5.1); skipped without it. H.264 and MJPEG decoding are bit-exact across ffmpeg
 versions; MPEG-4 part 2 is not (its IDCT may differ by one between builds, measured between 5.1
 and PyAV's libavcodec 62), so it is not compared here."""
+import pytest
+
+pytest.importorskip("av", reason="the video path needs PyAV (pip install -e '.[video]')")
+pytest.importorskip("cv2", reason="the video path needs OpenCV (pip install -e '.[video]')")
+
 import shutil
 import subprocess
 
 import cv2
 import numpy as np
-import pytest
 
 from engine.video.frames import decoded_rgb
 from engine.video.presets import PRESETS

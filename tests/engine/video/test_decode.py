@@ -1,10 +1,14 @@
 """Decoding: frame selection at a fixed rate, the native rate, rotation, odd inputs, bad inputs."""
+import pytest
+
+pytest.importorskip("av", reason="the video path needs PyAV (pip install -e '.[video]')")
+pytest.importorskip("cv2", reason="the video path needs OpenCV (pip install -e '.[video]')")
+
 import math
 from fractions import Fraction
 
 import av
 import numpy as np
-import pytest
 
 from engine.video.decode import decode_frames, probe
 from engine.video.errors import VideoError

@@ -1,9 +1,13 @@
 """Batched extraction equals window-by-window extraction (the original ran each window alone)."""
+import pytest
+
+pytest.importorskip("av", reason="the video path needs PyAV (pip install -e '.[video]')")
+pytest.importorskip("cv2", reason="the video path needs OpenCV (pip install -e '.[video]')")
+
 from dataclasses import replace
 
 import av
 import numpy as np
-import pytest
 
 from engine.video.errors import VideoError
 from engine.video.extract import FeatureExtractor

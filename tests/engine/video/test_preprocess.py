@@ -1,8 +1,12 @@
 """Preprocessing equals the original's steps, written here independently from VSLNet
 prepare/extract_*.py and videotransforms.CenterCrop, on the same JPEG files."""
+import pytest
+
+pytest.importorskip("av", reason="the video path needs PyAV (pip install -e '.[video]')")
+pytest.importorskip("cv2", reason="the video path needs OpenCV (pip install -e '.[video]')")
+
 import cv2
 import numpy as np
-import pytest
 
 from engine.video.decode import decode_frames, probe
 from engine.video.frames import video_crops

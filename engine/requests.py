@@ -29,6 +29,9 @@ class GroundingRequest:
     video_id: str | None = None
     id: Any = None
     seed: int | None = None  # Gumbel noise seed for the matching logits; None = no noise
+    video: str | Path | None = None  # a video file instead of `features` (an engine with a video source)
+    top_k: int = 1  # moments to return; more than 1 adds `moments` to the result
+    nms: float | None = None  # with top_k: skip moments overlapping a better one by more than this IoU
 
 
 @dataclass
@@ -41,13 +44,15 @@ class GroundingResult:
     end_index: int | None = None
     score: float | None = None  # p_start(start) * p_end(end)
     error: str | None = None
+    moments: list[dict] | None = None  # top_k > 1: {start, end, start_index, end_index, score}, best first
 
     def to_json(self) -> dict:
         """The JSON object `seqpan ground` writes for this result."""
         if self.error is not None:
             return {"id": self.id, "error": self.error}
-        return {"id": self.id, "start": self.start, "end": self.end, "start_index": self.start_index,
-                "end_index": self.end_index, "score": self.score}
+        out = {"id": self.id, "start": self.start, "end": self.end, "start_index": self.start_index,
+               "end_index": self.end_index, "score": self.score}
+        return out if self.moments is None else {**out, "moments": self.moments}
 
 
 @dataclass
@@ -59,6 +64,8 @@ class Prepared:
     duration: float
     video_key: Hashable
     noise: torch.Tensor | None = None  # [clips, 4]
+    top_k: int = 1
+    nms: float | None = None
     shape: Shape = field(init=False)
 
 
@@ -97,7 +104,12 @@ def prepare_request(request: GroundingRequest, cfg: SeqPANConfig, word_dict: dic
     noise = None
     if request.seed is not None:
         noise = gumbel_noise((feats.shape[0], NUM_LABELS), torch.Generator().manual_seed(request.seed))
-    prepared = Prepared(feats, word_ids, char_ids, float(duration), key, noise)
+    top_k, nms = request.top_k, request.nms
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise RequestError(f"top_k must be an integer of at least 1, got {top_k!r}")
+    if nms is not None and (isinstance(nms, bool) or not isinstance(nms, (int, float)) or not 0 <= nms <= 1):
+        raise RequestError(f"nms must be an IoU between 0 and 1, got {nms!r}")
+    prepared = Prepared(feats, word_ids, char_ids, float(duration), key, noise, top_k, nms)
     prepared.shape = Shape(clip_bucket(feats.shape[0], cfg.max_pos_len), word_bucket(len(word_ids)),
                            char_bucket(max(len(c) for c in char_ids)))
     return prepared

@@ -8,11 +8,11 @@ import contextlib
 import numpy as np
 import torch
 
+from reference.precision import PRECISIONS
+
 from .errors import VideoError
 from .i3d import InceptionI3d
 from .scale import UNIT_RANGE
-
-DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class WindowRunner:
@@ -20,13 +20,13 @@ class WindowRunner:
 
     def __init__(self, model: InceptionI3d, device: str | torch.device = "cpu", precision: str = "fp32",
                  cuda_graphs: bool = False, batch_size: int = 8):
-        if precision not in DTYPES:
-            raise VideoError(f"unknown precision {precision!r} (known: {', '.join(DTYPES)})")
+        if precision not in PRECISIONS:
+            raise VideoError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         if precision in ("bf16", "fp16", "tf32") and not self.cuda:
             raise VideoError(f"precision {precision} needs a CUDA device; the CPU runs fp32")
-        self.precision, self.dtype = precision, DTYPES[precision]
+        self.precision, self.dtype = precision, PRECISIONS[precision].dtype
         self.memory_format = torch.channels_last_3d if self.cuda else torch.contiguous_format
         self.model = model.eval().to(self.device, self.dtype, memory_format=self.memory_format) \
             if self.cuda else model.eval().to(self.device, self.dtype)
@@ -37,7 +37,7 @@ class WindowRunner:
     def _numerics(self):
         if not self.cuda:
             return contextlib.nullcontext()
-        return torch.backends.cudnn.flags(enabled=True, allow_tf32=self.precision == "tf32")
+        return torch.backends.cudnn.flags(enabled=True, allow_tf32=PRECISIONS[self.precision].dot == "tf32")
 
     def _forward(self, crops: torch.Tensor) -> torch.Tensor:
         x = self.unit_range[crops.int()].permute(0, 4, 1, 2, 3)  # [B, 3, L, H, W]

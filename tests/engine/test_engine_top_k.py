@@ -5,22 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 
-from engine.data.features import sample_features
-from engine.data.text import encode, pad_queries, tokenize
 from engine.spans import top_spans
-from tests.engine.test_engine import CFG, CHAR_DICT, MODEL, WORD_DICT, make_engine, random_requests, reference_alone
-
-
-def reference_logits(request):
-    feats = torch.from_numpy(sample_features(request.features, CFG.max_pos_len)).float()
-    word_ids, char_ids = encode(tokenize(request.query), WORD_DICT, CHAR_DICT, CFG.max_pos_len)
-    words, chars = pad_queries([word_ids], [char_ids])
-    with torch.no_grad():
-        out = MODEL(feats[None], torch.tensor([feats.shape[0]]), torch.from_numpy(words).long(),
-                    torch.from_numpy(chars).long(), padding="batch")
-    return out.start_logits[0], out.end_logits[0]
+from tests.engine.test_engine import make_engine, random_requests, reference_alone, reference_output
 
 
 @pytest.mark.parametrize("nms", [None, 0.3])
@@ -35,8 +22,8 @@ def test_top_k_moments(nms):
         assert {k: v for k, v in many.to_json().items() if k != "moments"} == one.to_json()
         first = many.moments[0]
         assert (first["start_index"], first["end_index"], first["score"]) == (s, e, one.score)
-        start_logits, end_logits = reference_logits(request)
-        expected = top_spans(start_logits, end_logits, 4, nms, first=(s, e))
+        out = reference_output(request)
+        expected = top_spans(out.start_logits[0], out.end_logits[0], 4, nms, first=(s, e))
         assert [(m["start_index"], m["end_index"]) for m in many.moments] == [(a, b) for a, b, _ in expected]
         assert [m["score"] for m in many.moments[1:]] == pytest.approx([p for _, _, p in expected[1:]], rel=1e-4)
         assert all(m["start"] <= m["end"] for m in many.moments)

@@ -3,17 +3,19 @@ same length — of one video and of the next ones — share a forward, and each 
 equal those of running it alone, as the original did."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..engine import resolve_device
 from .errors import VideoError
 from .frames import video_crops
 from .i3d import FEATURE_DIM
-from .presets import Preset
+from .presets import FRAME_MODES, Preset, get_preset
 from .runner import WindowRunner
+from .weights import load_i3d
 from .windows import WindowStream
 
 MIN_WINDOW = 9  # I3D's temporal strides (8) and its 2-step average pool need 9 frames
@@ -37,8 +39,11 @@ class FeatureExtractor:
     `frames` is `jpeg` (the original's JPEG round trip) or `direct` (decoded frames as they are)."""
 
     def __init__(self, runner: WindowRunner, preset: Preset, frames: str = "jpeg", batch_size: int = 8):
+        if frames not in FRAME_MODES:
+            raise VideoError(f"unknown frames mode {frames!r} (known: {', '.join(FRAME_MODES)})")
         self.runner, self.preset, self.frames, self.batch_size = runner, preset, frames, batch_size
         self.queues: dict[int, list] = {}  # window length → [(video, window index, uint8 crops)]
+        self.on_frame: Callable[[], None] | None = None  # called after each decoded frame (progress)
 
     def extract(self, path: str | Path) -> np.ndarray:
         """Features of one video; a VideoError when it cannot be used."""
@@ -69,6 +74,8 @@ class FeatureExtractor:
         crops: list[np.ndarray] = []
         first = 0  # frame index of crops[0]
         for crop in video_crops(video.path, self.preset, self.frames):
+            if self.on_frame is not None:
+                self.on_frame()
             crops.append(crop)
             for start, end in stream.push():
                 self._queue(video, crops[start - first:end - first])
@@ -115,3 +122,16 @@ class FeatureExtractor:
                 yield video.path, video.error
             else:
                 yield video.path, np.concatenate(video.features).reshape(-1, FEATURE_DIM).astype(np.float32)
+
+
+def make_extractor(weights: str | Path, preset: str = "charades", frames: str = "jpeg", device: str = "auto",
+                   precision: str = "auto", batch_size: int = 8, cuda_graphs: bool = False) -> FeatureExtractor:
+    """A FeatureExtractor from a piergiaj I3D weights file and option names as the CLI takes them;
+    `auto` picks a CUDA GPU when there is one, and bf16 there (fp32 on the CPU)."""
+    settings = get_preset(preset)
+    model = load_i3d(weights)
+    resolved = resolve_device(device)
+    if precision == "auto":
+        precision = "bf16" if resolved.type == "cuda" else "fp32"
+    runner = WindowRunner(model, resolved, precision, cuda_graphs=cuda_graphs, batch_size=batch_size)
+    return FeatureExtractor(runner, settings, frames, batch_size)

@@ -8,9 +8,7 @@ from .decode import decode_frames, probe
 from .errors import VideoError
 from .jpeg import CLI_CONVERTED, JpegRoundTrip, to_cli_yuvj420p
 from .preprocess import prepare_frame
-from .presets import Preset
-
-FRAME_MODES = ("jpeg", "direct")
+from .presets import FRAME_MODES, Preset
 
 
 def decoded_rgb(path: str | Path, preset: Preset, frames: str = "jpeg") -> Iterator:

@@ -38,6 +38,7 @@ PRESETS = {
                     chunk_frames=10000, weights="rgb_imagenet.pt"),
 }
 CROP = 224  # centre crop fed to I3D
+FRAME_MODES = ("jpeg", "direct")  # through the original's JPEG files, or decoded frames as they are
 
 
 def get_preset(name: str) -> Preset:

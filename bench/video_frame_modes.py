@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.timing import environment
+from bench.video_timing import machine
 from engine.video.extract import FeatureExtractor
 from engine.video.presets import PRESETS
 from engine.video.runner import WindowRunner
@@ -59,7 +58,7 @@ def main(argv=None) -> int:
             rows.append({"preset": name, "yardstick": "two different videos, jpeg",
                          "rel": rel(second[:steps], first[:steps])})
             print(json.dumps(rows[-1]), flush=True)
-    env = {**environment(torch.device("cpu")), "load_average": os.getloadavg(), "host": os.uname().nodename,
+    env = {**machine(torch.device("cpu")),
            "videos": "generated: textured moving colour patterns with noise (sigma 10), H.264, 30 fps"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"env": env, "rows": rows}, indent=1) + "\n")

@@ -29,6 +29,15 @@ from engine.video.runner import WindowRunner
 from engine.video.weights import random_i3d
 
 
+def machine(device: torch.device) -> dict:
+    """bench.timing's environment, plus the CPU model, the host and its load (the machine may be shared)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+              if line.startswith("model name")] if cpuinfo.exists() else []
+    return {**environment(device), "cpu_model": models[0] if models else None, "host": os.uname().nodename,
+            "load_average": os.getloadavg()}
+
+
 def time_model(runner_for, batch_sizes, window: int, windows: int, repeats: int, device) -> list[dict]:
     """Seconds to run `windows` windows of `window` frames at each batch size, interleaved."""
     crops = np.random.default_rng(0).integers(0, 256, (windows, window, 224, 224, 3), dtype=np.uint8)
@@ -95,9 +104,7 @@ def main(argv=None) -> int:
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     graphs = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graphs] if device.type == "cuda" else [False]
     model = random_i3d(0)
-    env = environment(device)
-    env["load_average"] = os.getloadavg()
-    env["host"] = os.uname().nodename
+    env = machine(device)
     rows, skipped = [], {}
     for precision in precisions:
         for cuda_graphs in graphs:

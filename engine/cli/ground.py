@@ -136,9 +136,9 @@ def video_source(args: argparse.Namespace):
     """The engine's video source when --i3d is given (videos' features extracted once each)."""
     if args.i3d is None:
         return None
-    from ..video.source import VideoFeatureSource
-
     make_extractor = load_video_package()
+    from ..video.source import VideoFeatureSource  # importable once the video packages are
+
     return VideoFeatureSource(make_extractor(args.i3d, args.preset, device=args.device))
 
 

@@ -54,19 +54,23 @@ class FeatureExtractor:
 
     def extract_many(self, paths: Iterable[str | Path]) -> Iterator[tuple[Path, np.ndarray | VideoError]]:
         """(path, features or the VideoError that stopped it) for every video, as each completes."""
+        self.queues = {}  # whatever an interrupted earlier call left
         videos: list[_Video] = []
         for path in paths:
             video = _Video(Path(path))
             videos.append(video)
             try:
                 for _ in self._decode(video):
-                    yield from self._collect(videos, self._run(full_only=True))
+                    self._run(full_only=True)
+                    yield from self._collect(videos)
             except VideoError as exc:
                 video.error = exc
                 self._drop(video)
             video.decoded = True
-            yield from self._collect(videos, self._run(full_only=True))
-        yield from self._collect(videos, self._run(full_only=False))
+            self._run(full_only=True)
+            yield from self._collect(videos)
+        self._run(full_only=False)
+        yield from self._collect(videos)
 
     def _decode(self, video: _Video) -> Iterator[None]:
         """Queues the video's windows as its frames are decoded; yields after each queued window."""
@@ -102,8 +106,8 @@ class FeatureExtractor:
         for length, queue in self.queues.items():
             self.queues[length] = [item for item in queue if item[0] is not video]
 
-    def _run(self, full_only: bool) -> bool:
-        ran = False
+    def _run(self, full_only: bool) -> None:
+        """Runs every full batch of a window length (and, unless `full_only`, the partial ones)."""
         for queue in self.queues.values():
             while len(queue) >= self.batch_size or (queue and not full_only):
                 batch, queue[:] = queue[:self.batch_size], queue[self.batch_size:]
@@ -111,11 +115,9 @@ class FeatureExtractor:
                 for (video, index, _), output in zip(batch, outputs):
                     video.features[index] = output
                     video.pending -= 1
-                ran = True
-        return ran
 
     @staticmethod
-    def _collect(videos: list[_Video], _ran: bool) -> Iterator[tuple[Path, np.ndarray | VideoError]]:
+    def _collect(videos: list[_Video]) -> Iterator[tuple[Path, np.ndarray | VideoError]]:
         for video in [v for v in videos if v.complete]:
             videos.remove(video)
             if video.error is not None:

@@ -102,7 +102,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     precisions = (args.precisions or ("fp32,bf16" if device.type == "cuda" else "fp32")).split(",")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    graphs = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graphs] if device.type == "cuda" else [False]
+    graphs = {"off": [False], "on": [True], "both": [False, True]}[args.cuda_graphs]
+    graphs = graphs if device.type == "cuda" else [False]
     model = random_i3d(0)
     env = machine(device)
     rows, skipped = [], {}

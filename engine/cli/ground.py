@@ -120,7 +120,8 @@ def add_video_args(p: argparse.ArgumentParser) -> None:
                    help="the dataset the checkpoint was trained on: how its features were extracted")
     p.add_argument("--top-k", type=positive_int, default=1,
                    help="also list the K most probable moments (an extension of the paper's decoding)")
-    p.add_argument("--nms", type=float, help="with --top-k: skip moments overlapping a better one by more than this IoU")
+    p.add_argument("--nms", type=float,
+                   help="with --top-k: skip moments overlapping a better one by more than this IoU")
 
 
 def check_video_args(args: argparse.Namespace) -> None:

@@ -10,28 +10,13 @@ import json
 import numpy as np
 
 from engine import GroundingEngine, GroundingRequest
-from engine.io.checkpoint import save_checkpoint
 from engine.video.decode import probe
-from engine.video.extract import make_extractor
-from engine.video.source import VideoFeatureSource
-from reference.testing import random_model
-from tests.engine.test_engine import CHAR_DICT, WORD_DICT
-from tests.helpers import run_cli, small_config
-
-from .videos import write_video
+from engine.video.synthetic import write_video
+from tests.helpers import run_cli
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory, i3d_weights):
-    """An 18-frame 24 fps video (one Charades window of 17 frames: 2 feature steps) and its features."""
-    root = tmp_path_factory.mktemp("clip")
-    video = write_video(root / "clip.mp4", 18, 80, 60, rate=24)
-    features = make_extractor(i3d_weights, "charades", device="cpu").extract(video)
-    return root, video, features
-
-
-def test_extract_features_single_video(clip, i3d_weights):
-    root, video, features = clip
+def test_extract_features_single_video(video_clip, i3d_weights):
+    root, video, features = video_clip
     out = root / "out" / "clip.npy"
     proc = run_cli("extract-features", "--i3d", str(i3d_weights), "--preset", "charades", "--video", str(video),
                    "--out", str(out), "--device", "cpu")
@@ -64,8 +49,8 @@ def test_extract_features_folder_resumes_and_reports_bad_files(tmp_path, i3d_wei
     (["--video", "{video}", "--i3d", "{text}"], "not a PyTorch state dict"),
     (["--video", "{video}", "--preset", "kinetics"], "invalid choice"),
 ])
-def test_extract_features_bad_input(clip, tmp_path, i3d_weights, extra, words):
-    root, video, _ = clip
+def test_extract_features_bad_input(video_clip, tmp_path, i3d_weights, extra, words):
+    root, video, _ = video_clip
     (tmp_path / "t.mp4").write_text("text")
     args = ["extract-features", "--i3d", str(i3d_weights), "--preset", "charades", "--out", str(tmp_path / "o.npy")]
     args += [a.format(text=tmp_path / "t.mp4", video=video) for a in extra]
@@ -74,53 +59,26 @@ def test_extract_features_bad_input(clip, tmp_path, i3d_weights, extra, words):
     assert not (tmp_path / "o.npy").exists()
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    model = random_model(small_config(visual_dim=1024, max_pos_len=16), seed=1)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.safetensors", model, WORD_DICT, CHAR_DICT)
-
-
-def test_ground_a_video_file(clip, checkpoint, i3d_weights):
-    root, video, features = clip
-    proc = run_cli("ground", "--checkpoint", str(checkpoint), "--i3d", str(i3d_weights), "--video", str(video),
+def test_ground_a_video_file(video_clip, video_checkpoint, i3d_weights):
+    root, video, features = video_clip
+    proc = run_cli("ground", "--checkpoint", str(video_checkpoint), "--i3d", str(i3d_weights), "--video", str(video),
                    "--query", "person opens the door", "--device", "cpu", "--top-k", "2")
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     duration = probe(video).duration
-    expected = GroundingEngine.from_checkpoint(checkpoint, device="cpu").ground(
+    expected = GroundingEngine.from_checkpoint(video_checkpoint, device="cpu").ground(
         [GroundingRequest(features, "person opens the door", duration, top_k=2)])[0].to_json()
     assert {k: v for k, v in got.items() if k != "id"} == {k: v for k, v in expected.items() if k != "id"}
     assert len(got["moments"]) == 2 and 0 <= got["start"] <= got["end"] <= duration
 
 
-def test_video_requests_extract_once_and_share_the_video(clip, checkpoint, i3d_weights, tmp_path):
-    root, video, features = clip
-    source = VideoFeatureSource(make_extractor(i3d_weights, "charades", device="cpu"))
-    engine = GroundingEngine.from_checkpoint(checkpoint, device="cpu", video_source=source)
-    queries = ["person opens the door", "a person sits on chair", "walks into room"]
-    first = engine.ground([GroundingRequest(None, q, None, video=video, id=q) for q in queries])
-    again = engine.ground([GroundingRequest(None, queries[0], 3.0, video=str(video))])
-    assert source.extractions == 1
-    assert len({engine.prepare(GroundingRequest(None, q, None, video=video)).video_key for q in queries}) == 1
-    duration = probe(video).duration
-    expected = GroundingEngine.from_checkpoint(checkpoint, device="cpu").ground(
-        [GroundingRequest(features, q, duration, id=q) for q in queries])
-    assert [r.to_json() for r in first] == [r.to_json() for r in expected]
-    assert again[0].end <= 3.0  # a given duration wins over the file's
-    missing = engine.ground([GroundingRequest(None, "door", None, video=tmp_path / "absent.mp4")])[0]
-    assert "no such file" in missing.error
-    without = GroundingEngine.from_checkpoint(checkpoint, device="cpu").ground(
-        [GroundingRequest(None, "door", None, video=video)])[0]
-    assert "video source" in without.error
-
-
-def test_requests_file_with_videos(clip, checkpoint, i3d_weights, tmp_path):
-    root, video, features = clip
+def test_requests_file_with_videos(video_clip, video_checkpoint, i3d_weights, tmp_path):
+    root, video, features = video_clip
     lines = [json.dumps({"video": str(video), "query": "person opens the door", "id": "v1"}),
              json.dumps({"video": "missing.mp4", "query": "door", "id": "v2"}),
              json.dumps({"features": "x.npy", "video": str(video), "query": "door", "duration": 3, "id": "both"})]
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
-    proc = run_cli("ground", "--checkpoint", str(checkpoint), "--i3d", str(i3d_weights), "--requests",
+    proc = run_cli("ground", "--checkpoint", str(video_checkpoint), "--i3d", str(i3d_weights), "--requests",
                    str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out.jsonl"), "--device", "cpu")
     results = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert proc.returncode == 1 and [r["id"] for r in results] == ["v1", "v2", "both"]

@@ -15,8 +15,9 @@ setup(
     extras_require={
         "triton": ["triton>=3.0"],
         "onnx": ["onnx>=1.16", "onnxscript>=0.1", "onnxruntime>=1.18"],
+        "video": ["av>=18", "opencv-python-headless>=4.8"],
         "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6.100", "triton>=3.0", "onnx>=1.16",
-                 "onnxscript>=0.1", "onnxruntime>=1.18"],
+                 "onnxscript>=0.1", "onnxruntime>=1.18", "av>=18", "opencv-python-headless>=4.8"],
         "bench": ["pytest-benchmark>=4", "matplotlib>=3.7"],
         "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
     },

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # GPU check: the cuda-marked tests, `seqpan bench` at real shapes, the pytest-benchmark block suite,
-# and bench/kernel_timing.py / bench/localizer_timing.py when present; about 7 minutes on an H100.
+# bench/kernel_timing.py / bench/localizer_timing.py when present, and bench/video_timing.py (I3D
+# extraction); about 8 minutes on an H100.
 #
 #   bench/gpu_check.sh [OUT_DIR]      (default: $OUT, else bench-out/gpu-check)
 #
 # Runs from the repository checkout with python3 (PYTHONPATH=., nothing installed). Writes under
 # OUT_DIR: check.log (everything printed), results.json/.md and latency.png (seqpan bench),
-# blocks.json (pytest-benchmark), kernel_timing.json, localizer_timing.json. Prints a short table
+# blocks.json (pytest-benchmark), kernel_timing.json, localizer_timing.json, video_timing.json. Prints a short table
 # last. Every step has a time limit and the whole run a budget (GPU_CHECK_SECONDS, default 420);
 # exits 1 if any step failed or timed out.
 set -u -o pipefail
@@ -73,6 +74,10 @@ if [[ -f bench/localizer_timing.py ]]; then
 	step localizer-timing 30 python3 -m bench.localizer_timing --dtype bf16 --iters 30 \
 		--out "$out/localizer_timing.json"
 fi
+# I3D feature extraction (frames/s): batch 1 (the original's way) vs batched, fp32/bf16, with and
+# without CUDA graphs; the end-to-end video rows need av and cv2, absent there (recorded as skipped)
+step video-timing 60 python3 -m bench.video_timing --device cuda --precisions fp32,bf16 --batch-sizes 1,8,32 \
+	--window 16 --windows 32 --repeats 3 --cuda-graphs both --video-frames 240 --out "$out/video_timing.json"
 
 {
 	echo

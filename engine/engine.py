@@ -1,26 +1,30 @@
 """GroundingEngine: batched, batch-invariant, deterministic grounding of (video, query) requests."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
 from typing import Callable, Hashable, Sequence
 
+import numpy as np
 import torch
 
 from reference.matching import NUM_LABELS
 from reference.model import SeqPAN
 from reference.ops import length_mask, weights_dtype
+from reference.errors import SeqPANError
 from reference.precision import ENGINE_PRECISIONS
 
 from .backends import auto_backend_name, build_backend
 from .batching import Shape, batch_bucket, plan_batches
 from .cuda_graphs import GraphCache
-from .data.features import index_to_time
+from .data.features import index_to_time, resolve_feature_path
 from .errors import BackendError, RequestError, UsageError, one_line
 from .io.checkpoint import load_checkpoint
 from .limits import Limits
-from .requests import GroundingRequest, GroundingResult, Prepared, prepare_request
+from .requests import PATHS_REFUSED, GroundingRequest, GroundingResult, Prepared, prepare_request
+from .spans import top_spans
 
 PRECISIONS = ("auto", *ENGINE_PRECISIONS)
 DEVICE_TYPES = ("cpu", "cuda")
@@ -60,8 +64,10 @@ class GroundingEngine:
 
     def __init__(self, model: SeqPAN, word_dict: dict[str, int], char_dict: dict[str, int],
                  device: str | torch.device = "auto", precision: str = "auto", backend: str = "auto",
-                 max_batch: int = 256, cuda_graphs: bool | None = None, features_root: str | Path | None = None,
-                 allow_feature_paths: bool = True, limits: Limits | None = None):
+                 max_batch: int = 256, cuda_graphs: bool | None = None,
+                 video_source: Callable[[str | Path], tuple[np.ndarray, float]] | None = None,
+                 features_root: str | Path | None = None, allow_feature_paths: bool = True,
+                 limits: Limits | None = None):
         if precision not in PRECISIONS:
             raise BackendError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
@@ -78,6 +84,7 @@ class GroundingEngine:
         self.cfg = model.cfg
         self.word_dict, self.char_dict = word_dict, char_dict
         self.max_batch = max_batch
+        self.video_source = video_source  # video file -> ([T, visual_dim] features, duration), e.g. I3D
         model = model.to(self.device).eval()
         self.model = build_backend(self.backend_name, model, precision=self.precision)
         self.graphs = GraphCache(self._forward) if (on_gpu if cuda_graphs is None else cuda_graphs) else None
@@ -97,7 +104,20 @@ class GroundingEngine:
         return f"{self.backend_name} backend, {self.precision}, {self.device}{graphs}"
 
     def prepare(self, request: GroundingRequest, cache: dict[Hashable, torch.Tensor] | None = None) -> Prepared:
-        """Validate one request and turn it into model inputs; raises RequestError."""
+        """Validate one request and turn it into model inputs; raises RequestError. A `video` request
+        gets its features (and, without a duration, the file's) from the engine's video source; its
+        path obeys `features_root` and `allow_feature_paths` as a `.npy` path does."""
+        if isinstance(request, GroundingRequest) and request.video is not None:
+            if self.video_source is None:
+                raise RequestError("video requests need an engine with a video source (seqpan ground --i3d W.pt)")
+            if not self.allow_feature_paths:
+                raise RequestError(PATHS_REFUSED)
+            try:
+                features, duration = self.video_source(resolve_feature_path(request.video, self.features_root))
+            except SeqPANError as err:
+                raise RequestError(str(err)) from None
+            request = dataclasses.replace(request, features=features, video=None,
+                                          duration=duration if request.duration is None else request.duration)
         return prepare_request(request, self.cfg, self.word_dict, self.char_dict, {} if cache is None else cache,
                                self.limits, self.features_root, self.allow_feature_paths)
 
@@ -163,17 +183,27 @@ class GroundingEngine:
             if p.noise is not None:
                 noise[i, : p.noise.shape[0]] = p.noise
         inputs = [t.to(self.device, non_blocking=True) for t in (video, video_len, video_index, words, chars, noise)]
-        start, end, score = (t.cpu() for t in self.device_step(*inputs))
+        start, end, score, start_logits, end_logits = (t.cpu() for t in self.device_step(*inputs))
         results = []
         for i, p in enumerate(items):
             s, e = int(start[i]), int(end[i])
             t0, t1 = index_to_time(s, e, p.features.shape[0], p.duration)
-            if all(math.isfinite(x) for x in (t0, t1, float(score[i]))):
-                results.append(GroundingResult(None, float(t0), float(t1), s, e, float(score[i])))
-            else:
+            if not all(math.isfinite(x) for x in (t0, t1, float(score[i]))):
                 results.append(GroundingResult(None, error="the model gave a non-finite score for this request "
                                                            "(NaN/inf weights, or an activation overflowed)"))
+                continue
+            results.append(GroundingResult(None, float(t0), float(t1), s, e, float(score[i])))
+            if p.top_k > 1:
+                n = p.features.shape[0]
+                spans = top_spans(start_logits[i, :n], end_logits[i, :n], p.top_k, p.nms, first=(s, e))
+                results[-1].moments = [self._moment(a, b, float(score[i]) if k == 0 else prob, p)
+                                       for k, (a, b, prob) in enumerate(spans)]
         return results
+
+    @staticmethod
+    def _moment(s: int, e: int, score: float, p: Prepared) -> dict:
+        t0, t1 = index_to_time(s, e, p.features.shape[0], p.duration)
+        return {"start": float(t0), "end": float(t1), "start_index": s, "end_index": e, "score": score}
 
     @torch.no_grad()
     def _forward(self, video: torch.Tensor, video_len: torch.Tensor, video_index: torch.Tensor,
@@ -187,7 +217,7 @@ class GroundingEngine:
             q_mask = words != 0
             q = model.encode_query(words, chars, q_mask, "isolated")
             out = model.ground_encoded(v, q, v_mask, q_mask, "isolated", noise.to(v.dtype))
-        return out.start_index, out.end_index, out.score.float()
+        return out.start_index, out.end_index, out.score.float(), out.start_logits.float(), out.end_logits.float()
 
 
 def error_message(err: Exception) -> str:

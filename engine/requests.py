@@ -38,6 +38,9 @@ class GroundingRequest:
     video_id: str | None = None
     id: Any = None
     seed: int | None = None  # Gumbel noise seed for the matching logits; None = no noise
+    video: str | Path | None = None  # a video file instead of `features` (an engine with a video source)
+    top_k: int = 1  # moments to return; more than 1 adds `moments` to the result
+    nms: float | None = None  # with top_k: skip moments overlapping a better one by more than this IoU
 
 
 @dataclass
@@ -50,15 +53,17 @@ class GroundingResult:
     end_index: int | None = None
     score: float | None = None  # p_start(start) * p_end(end)
     error: str | None = None
+    moments: list[dict] | None = None  # top_k > 1: {start, end, start_index, end_index, score}, best first
 
     def to_json(self) -> dict:
         """The JSON object `seqpan ground` writes for this result; every value is valid JSON (an id
         that is not JSON is given as text, a number that is not finite as null)."""
         if self.error is not None:
             return {"id": json_value(self.id), "error": str(self.error)}
-        return {"id": json_value(self.id), "start": json_value(self.start), "end": json_value(self.end),
-                "start_index": json_value(self.start_index), "end_index": json_value(self.end_index),
-                "score": json_value(self.score)}
+        out = {"id": json_value(self.id), "start": json_value(self.start), "end": json_value(self.end),
+               "start_index": json_value(self.start_index), "end_index": json_value(self.end_index),
+               "score": json_value(self.score)}
+        return out if self.moments is None else {**out, "moments": json_value(self.moments)}
 
 
 def dumps_result(result: GroundingResult) -> str:
@@ -136,6 +141,20 @@ def check_video_id(value: Any) -> str | None:
     return str(value) if isinstance(value, str) else str(int(value))
 
 
+def check_top_k(top_k: Any, nms: Any) -> tuple[int, float | None]:
+    """How many moments to return (an integer >= 1) and their NMS IoU (None or in [0, 1])."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise RequestError(f"top_k must be an integer of at least 1, got {_shown(top_k)}")
+    if nms is not None and (isinstance(nms, bool) or not isinstance(nms, (int, float)) or not 0 <= nms <= 1):
+        raise RequestError(f"nms must be an IoU between 0 and 1, got {_shown(nms)}")
+    return top_k, nms
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: a number itself, anything else its type's name."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else type(value).__name__
+
+
 def check_id(value: Any) -> Any:
     """A request id from JSON: a string, a number or null (an object or array is refused)."""
     if value is None or isinstance(value, (str, bool, int)) or (isinstance(value, float) and math.isfinite(value)):
@@ -145,24 +164,35 @@ def check_id(value: Any) -> Any:
 
 def request_from_json(obj: Any, base: Path | None = None, default_id: Any = None,
                       limits: Limits = DEFAULT_LIMITS) -> GroundingRequest:
-    """A request from one parsed JSON object: `features` (a `.npy` path, read from `base` when
-    relative and `base` is given, or a [T][D] list of numbers), `query`, `duration`, and optional
-    `id` (default `default_id`), `video_id`, `seed`. Unknown fields are ignored. Raises
-    RequestError naming the first thing wrong; the features themselves are checked by the engine."""
+    """A request from one parsed JSON object: `features` (a `.npy` path, or a [T][D] list of
+    numbers) or `video` (a video file, for an engine with a video source; `duration` then optional),
+    `query`, `duration`, and optional `id` (default `default_id`), `video_id`, `seed`. A relative
+    path is read from `base` when that is given. Unknown fields are ignored. Raises RequestError
+    naming the first thing wrong; the features themselves are checked by the engine."""
     if not isinstance(obj, dict):
         raise RequestError(f"expected a JSON object, got {type(obj).__name__}")
-    missing = [k for k in JSON_FIELDS if k not in obj]
+    video = obj.get("video") if "features" not in obj else None
+    required = ("query",) if isinstance(video, str) else JSON_FIELDS
+    missing = [k for k in required if k not in obj]
     if missing:
         raise RequestError(f"missing {', '.join(missing)}")
-    features = obj["features"]
-    if isinstance(features, str):
-        path = Path(features)
-        features = base / path if base is not None and not path.is_absolute() else path
+    features = obj.get("features")
+    if isinstance(video, str):
+        video = _from_base(video, base)
+    elif isinstance(features, str):
+        features = _from_base(features, base)
     elif not isinstance(features, list):
         raise RequestError("features must be a path to a .npy file or a [T, D] list of numbers")
-    return GroundingRequest(features, check_query(obj["query"], limits), check_duration(obj["duration"], limits),
+    duration = obj.get("duration")
+    return GroundingRequest(features, check_query(obj["query"], limits),
+                            None if video is not None and duration is None else check_duration(duration, limits),
                             video_id=check_video_id(obj.get("video_id")), id=check_id(obj.get("id", default_id)),
-                            seed=check_seed(obj.get("seed")))
+                            seed=check_seed(obj.get("seed")), video=video)
+
+
+def _from_base(path_text: str, base: Path | None) -> Path:
+    path = Path(path_text)
+    return base / path if base is not None and not path.is_absolute() else path
 
 
 def parse_json(text: str | bytes) -> Any:
@@ -202,6 +232,8 @@ class Prepared:
     duration: float
     video_key: Hashable
     noise: torch.Tensor | None = None  # [clips, 4]
+    top_k: int = 1
+    nms: float | None = None
     shape: Shape = field(init=False)
 
 
@@ -241,6 +273,7 @@ def prepare_request(request: GroundingRequest, cfg: SeqPANConfig, word_dict: dic
     query = check_query(request.query, limits)
     seed = check_seed(request.seed)
     video_id = check_video_id(request.video_id)
+    top_k, nms = check_top_k(request.top_k, request.nms)
     words = tokenize(query)
     if not words:
         raise RequestError(f"query {query[:100]!r} has no words")
@@ -257,7 +290,7 @@ def prepare_request(request: GroundingRequest, cfg: SeqPANConfig, word_dict: dic
     noise = None
     if seed is not None:
         noise = gumbel_noise((feats.shape[0], NUM_LABELS), torch.Generator().manual_seed(seed))
-    prepared = Prepared(feats, word_ids, char_ids, duration, key, noise)
+    prepared = Prepared(feats, word_ids, char_ids, duration, key, noise, top_k, nms)
     prepared.shape = Shape(clip_bucket(feats.shape[0], cfg.max_pos_len), word_bucket(len(word_ids), cfg.max_pos_len),
                            char_bucket(max(len(c) for c in char_ids)))
     return prepared

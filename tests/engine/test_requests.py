@@ -236,3 +236,32 @@ def test_request_from_json_checks_every_field(tmp_path):
         request_from_json({"features": "v.npy", "query": "q"}, tmp_path)
     with pytest.raises(RequestError, match="expected a JSON object, got list"):
         request_from_json([good], tmp_path)
+
+
+def test_issue11_8_video_paths_obey_the_features_root(tmp_path):
+    """A `video` request names a file too: it is confined like a .npy path."""
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "clip.mp4").write_bytes(b"not decoded here")
+    (tmp_path / "outside.mp4").write_bytes(b"secret")
+    opened = []
+
+    def source(path):
+        opened.append(path)
+        return FEATS, 10.0
+
+    engine = make_engine(video_source=source, features_root=tmp_path / "root")
+    results = engine.ground([GroundingRequest(None, GOOD.query, None, video=v, id=v)
+                             for v in ("clip.mp4", str(tmp_path / "outside.mp4"), "../outside.mp4", "none.mp4")])
+    assert results[0].error is None and opened == [str(tmp_path / "root" / "clip.mp4")]
+    assert {r.error for r in results[1:]} == {results[1].error} and "refused" in results[1].error
+    closed = make_engine(video_source=source, allow_feature_paths=False).ground(
+        [GroundingRequest(None, GOOD.query, None, video="clip.mp4")])[0]
+    assert "inline" in closed.error and len(opened) == 1
+
+
+def test_request_from_json_reads_video_requests(tmp_path):
+    from engine import request_from_json
+
+    req = request_from_json({"video": "a.mp4", "query": "door", "id": 3}, tmp_path)
+    assert (req.video, req.features, req.duration, req.id) == (tmp_path / "a.mp4", None, None, 3)
+    assert request_from_json({"video": "a.mp4", "query": "door", "duration": 4}, None).duration == 4.0

@@ -1,0 +1,1 @@
+"""Video files → I3D features as the original SeqPAN/VSLNet preparation made them."""

@@ -1,0 +1,238 @@
+"""The CPU fast path: SeqPAN's whole forward (the engine's: unique videos encoded once) compiled by
+OpenVINO, one static-shape model per bucket shape, the compiled models cached on disk.
+
+A shape is (videos, queries, clips, words, chars). The engine already buckets clips, words and
+chars; here the query and video counts are bucketed too (`rows_bucket`), padding with copies of
+the last row (samples never interact, so no answer changes, in either padding mode). A bucket
+missing from the disk cache is traced (TorchScript, through OpenVINO's PyTorch frontend) at
+exactly its shape, compiled, and stored; a later process imports it in a fraction of a second.
+
+fp32 is exact (OpenVINO is told `INFERENCE_PRECISION_HINT: f32`, else it may run bf16 on CPUs
+with bf16 units); bf16 runs OpenVINO's bf16 kernels where the CPU has them and fp32 elsewhere.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reference.model import SeqPAN, SeqPANOutput, prepare_inputs
+from reference.matching import NUM_LABELS
+from reference.ops import check_padding
+
+from ..backends import BackendError
+from ..batching import batch_bucket, round_up
+from ..checkpoint import weights_hash
+from ..trt import CacheMiss, EngineCache, EngineKey
+from .grounding_graph import GroundingGraph
+
+GRAPH_VERSION = "1"  # bump when GroundingGraph's inputs, outputs or semantics change
+RUNTIME_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # engine precision -> OpenVINO inference precision
+MAX_MODELS = 64  # compiled shapes kept in memory (least recently used dropped)
+log = logging.getLogger(__name__)
+
+
+@cache
+def openvino():
+    """The `openvino` module, or BackendError saying it is missing."""
+    try:
+        import openvino as ov
+    except ImportError as err:
+        raise BackendError(f"the openvino backend needs the openvino package ({err}); pip install openvino") from None
+    return ov
+
+
+@cache
+def core():
+    return openvino().Core()
+
+
+def cpu_name() -> str:
+    """The CPU as OpenVINO sees it: its name and the instruction sets it will use."""
+    caps = core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return f"{core().get_property('CPU', 'FULL_DEVICE_NAME')} [{' '.join(sorted(caps))}]"
+
+
+def runtime_precision(precision: str) -> str:
+    """OpenVINO's inference precision for `precision`: bf16 only where the CPU has bf16 units."""
+    if precision not in RUNTIME_PRECISIONS:
+        raise BackendError(f"the openvino backend runs {' or '.join(RUNTIME_PRECISIONS)}, not {precision!r}")
+    if precision == "bf16" and "BF16" not in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        log.warning("openvino backend: this CPU has no bf16 support; running fp32")
+        return "f32"
+    return RUNTIME_PRECISIONS[precision]
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def rows_bucket(count: int) -> int:
+    """Padded query or video count: a power of two up to 8, a multiple of 8 up to 64, of 32 above."""
+    if count <= 8:
+        return batch_bucket(count)
+    return round_up(count, 8 if count <= 64 else 32)
+
+
+def pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """`t` grown to `rows` rows by repeating its last row."""
+    extra = rows - t.shape[0]
+    return t if extra == 0 else torch.cat([t, t[-1:].expand(extra, *t.shape[1:])])
+
+
+@dataclass(frozen=True)
+class CompiledKey:
+    """Everything a compiled model depends on; its digest names the cache entry."""
+    weights_hash: str
+    padding: str
+    shape: tuple[int, ...]  # (videos, queries, clips, words, chars)
+    precision: str  # OpenVINO's inference precision
+    runtime: str
+    cpu: str
+    graph_version: str = GRAPH_VERSION
+
+    as_json = EngineKey.as_json
+    digest = EngineKey.digest
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "seqpan" / "openvino"
+
+
+class CompiledGraphs:
+    """GroundingGraph of one model and padding mode as OpenVINO models, one per input shape."""
+
+    def __init__(self, model: SeqPAN, padding: str, precision: str = "fp32", cache_dir: str | Path | None = None,
+                 threads: int | None = None):
+        check_padding(padding)
+        self.graph = GroundingGraph(model, padding).eval()
+        self.padding = padding
+        self.precision = runtime_precision(precision)
+        self.weights_hash = weights_hash(model)
+        with torch.no_grad():  # every row of the word embedding, as the graph's word_vectors input wants them
+            self.word_table = model.query_encoder.words(torch.arange(model.cfg.num_words))
+        self.cache = EngineCache(cache_dir or default_cache_dir())
+        self.config = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY",
+                       "INFERENCE_NUM_THREADS": threads or available_cores()}
+        self.requests: OrderedDict[tuple[int, ...], object] = OrderedDict()
+        self.status: dict[tuple[int, ...], str] = {}  # shape -> "cached" or why it was built
+
+    def key(self, shape: tuple[int, ...]) -> CompiledKey:
+        return CompiledKey(self.weights_hash, self.padding, shape, self.precision, openvino().__version__, cpu_name())
+
+    def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        """Run on (video, video_len, video_index, word_ids, char_ids, noise); GroundingGraph's outputs."""
+        video, _, _, word_ids, char_ids, _ = inputs
+        inputs = (*inputs[:4], F.embedding(word_ids, self.word_table), *inputs[4:])
+        shape = (video.shape[0], word_ids.shape[0], video.shape[1], word_ids.shape[1], char_ids.shape[2])
+        request = self.request(shape, inputs)
+        request.infer([t.numpy() for t in inputs], share_inputs=True)
+        return [torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in range(len(request.model_outputs))]
+
+    def request(self, shape: tuple[int, ...], inputs: tuple[torch.Tensor, ...]):
+        """The infer request for `shape`: kept in memory, else imported from the disk cache, else built."""
+        if shape not in self.requests:
+            key = self.key(shape)
+            blob, status = self.cache.get_or_build(key, lambda: self.build(inputs))
+            try:
+                compiled = core().import_model(blob, "CPU", self.config)
+            except RuntimeError as err:  # unreadable for this runtime despite a matching key: rebuild it
+                self.cache.discard(key)
+                blob, status = self.build(inputs), f"built (cached model did not import: {err})"
+                self.cache.store(key, blob)
+                compiled = core().import_model(blob, "CPU", self.config)
+            self.requests[shape] = compiled.create_infer_request()
+            self.status[shape] = status
+            while len(self.requests) > MAX_MODELS:
+                self.requests.popitem(last=False)
+        self.requests.move_to_end(shape)
+        return self.requests[shape]
+
+    def build(self, inputs: tuple[torch.Tensor, ...]) -> bytes:
+        """Trace the graph at the inputs' shapes, compile it, and serialize the compiled model."""
+        ov = openvino()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the tracer's warnings about shapes turned constant: intended
+            traced = torch.jit.trace(self.graph, tuple(inputs), check_trace=False)
+            model = ov.convert_model(traced, example_input=tuple(inputs))
+        model.reshape({i: list(t.shape) for i, t in enumerate(inputs)})
+        stream = io.BytesIO()
+        core().compile_model(model, "CPU", self.config).export_model(stream)
+        return stream.getvalue()
+
+
+def example_inputs(cfg, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """Inputs of `shape` (videos, queries, clips, words, chars) with every video and query full length."""
+    videos, queries, clips, words, chars = shape
+    return (torch.zeros(videos, clips, cfg.visual_dim), torch.full((videos,), clips), torch.zeros(queries, dtype=torch.long),
+            torch.ones(queries, words, dtype=torch.long), torch.ones(queries, words, chars, dtype=torch.long),
+            torch.zeros(queries, clips, NUM_LABELS))
+
+
+class OpenVinoSeqPAN(nn.Module):
+    """The `openvino` backend: called like SeqPAN (both padding modes), and `ground_batch` runs the
+    engine's batch (unique videos, an index per query) on bucketed shapes."""
+
+    def __init__(self, model: SeqPAN, precision: str = "fp32", cache_dir: str | Path | None = None,
+                 threads: int | None = None):
+        super().__init__()
+        dtype = next(model.parameters()).dtype
+        if dtype != torch.float32:
+            raise BackendError(f"the openvino backend compiles float32 models, got {dtype}")
+        if next(model.parameters()).device.type != "cpu":
+            raise BackendError("the openvino backend runs on CPU")
+        self.model = model
+        self.cfg = model.cfg
+        self.options = {"precision": precision, "cache_dir": cache_dir, "threads": threads}
+        runtime_precision(precision)  # fail now on a bad precision
+        self.graphs: dict[str, CompiledGraphs] = {}
+
+    def compiled(self, padding: str) -> CompiledGraphs:
+        if padding not in self.graphs:
+            self.graphs[padding] = CompiledGraphs(self.model, padding, **self.options)
+        return self.graphs[padding]
+
+    def ground_batch(self, video: torch.Tensor, video_len: torch.Tensor, video_index: torch.Tensor,
+                     word_ids: torch.Tensor, char_ids: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The engine's step (isolated padding): (start_index, end_index, score) per query."""
+        queries, videos = rows_bucket(len(video_index)), rows_bucket(len(video_len))
+        out = self.compiled("isolated")(pad_rows(video, videos), pad_rows(video_len, videos),
+                                        pad_rows(video_index, queries), pad_rows(word_ids, queries),
+                                        pad_rows(char_ids, queries), pad_rows(noise, queries))
+        b = len(video_index)
+        return out[3][:b], out[4][:b], out[5][:b]
+
+    def warm_up(self, shapes: list[tuple[int, int, int, int, int]], padding: str = "isolated") -> None:
+        """Compile (or load from the disk cache) the given (videos, queries, clips, words, chars) shapes."""
+        graphs = self.compiled(padding)
+        for shape in shapes:
+            graphs.request(tuple(shape), example_inputs(self.cfg, tuple(shape)))
+
+    def forward(self, video: torch.Tensor, video_len: torch.Tensor, word_ids: torch.Tensor, char_ids: torch.Tensor,
+                padding: str = "isolated", gumbel_noise: torch.Tensor | None = None) -> SeqPANOutput:
+        """SeqPAN.forward: every query with its own video, at the batch's exact (cut) shape."""
+        check_padding(padding)
+        inp = prepare_inputs(video, video_len, word_ids, char_ids, self.cfg.visual_dim)
+        b, n = inp.video_mask.shape
+        noise = (torch.zeros(b, n, NUM_LABELS) if gumbel_noise is None else gumbel_noise[:, :n].float()).contiguous()
+        rows = rows_bucket(b)
+        out = self.compiled(padding)(*(pad_rows(t.contiguous(), rows) for t in (
+            inp.video.float(), inp.video_len, torch.arange(b), inp.word_ids, inp.char_ids, noise)))
+        start_logits, end_logits, match_logits, start_index, end_index, score = (t[:b] for t in out)
+        return SeqPANOutput(start_logits, end_logits, match_logits, start_index, end_index, score, inp.video_mask)
+
+
+def openvino_seqpan(model: SeqPAN, precision: str = "fp32", **options) -> OpenVinoSeqPAN:
+    """The `openvino` backend for `model` (options: cache_dir, threads)."""
+    openvino()
+    return OpenVinoSeqPAN(model, precision, **options)

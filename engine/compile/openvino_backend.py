@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,10 +29,10 @@ from reference.model import SeqPAN, SeqPANOutput, prepare_inputs
 from reference.matching import NUM_LABELS
 from reference.ops import check_padding
 
-from ..backends import BackendError
 from ..batching import batch_bucket, round_up
-from ..checkpoint import weights_hash
-from ..trt import CacheMiss, EngineCache, EngineKey
+from ..errors import BackendError
+from ..io.checkpoint import weights_hash
+from .disk_cache import CacheKey, EngineCache, cache_root
 from .grounding_graph import GroundingGraph
 
 GRAPH_VERSION = "1"  # bump when GroundingGraph's inputs, outputs or semantics change
@@ -42,7 +41,6 @@ MAX_MODELS = 64  # compiled shapes kept in memory (least recently used dropped)
 log = logging.getLogger(__name__)
 
 
-@cache
 def openvino():
     """The `openvino` module, or BackendError saying it is missing."""
     try:
@@ -91,7 +89,7 @@ def pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class CompiledKey:
+class CompiledKey(CacheKey):
     """Everything a compiled model depends on; its digest names the cache entry."""
     weights_hash: str
     padding: str
@@ -100,13 +98,6 @@ class CompiledKey:
     runtime: str
     cpu: str
     graph_version: str = GRAPH_VERSION
-
-    as_json = EngineKey.as_json
-    digest = EngineKey.digest
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "seqpan" / "openvino"
 
 
 class CompiledGraphs:
@@ -121,7 +112,7 @@ class CompiledGraphs:
         self.weights_hash = weights_hash(model)
         with torch.no_grad():  # every row of the word embedding, as the graph's word_vectors input wants them
             self.word_table = model.query_encoder.words(torch.arange(model.cfg.num_words))
-        self.cache = EngineCache(cache_dir or default_cache_dir())
+        self.cache = EngineCache(cache_dir or cache_root("openvino"))
         self.config = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY",
                        "INFERENCE_NUM_THREADS": threads or available_cores()}
         self.requests: OrderedDict[tuple[int, ...], object] = OrderedDict()

@@ -1,16 +1,13 @@
-"""TensorRT for the localizer: optimization profiles per length bucket, an engine cache that never
-serves a stale or corrupt entry, the engine builder, and a runner on the current CUDA stream.
+"""TensorRT for the localizer: optimization profiles per length bucket, the engine's cache key (the
+cache itself, which never serves a stale or corrupt entry, is disk_cache.EngineCache), the engine
+builder, and a runner on the current CUDA stream.
 
 Profiles, cache keys and the cache itself are plain Python (testable without TensorRT); only the
 builder, the runner and `engine_for` import `tensorrt`.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,8 +21,8 @@ from reference.ops import weights_dtype
 from reference.precision import EXPORT_PRECISIONS, PRECISIONS, dtype_name, precision_name
 
 from ..batching import LENGTH_BUCKETS, length_buckets
-from ..io.atomic import write_atomically
 from ..io.checkpoint import weights_hash
+from .disk_cache import CacheKey, EngineCache, cache_root
 from .onnx_export import GRAPH_VERSION, INPUT_NAMES, OUTPUT_NAMES, localizer_onnx
 
 if TYPE_CHECKING:
@@ -44,10 +41,6 @@ class TrtError(SeqPANError, RuntimeError):
 
 class ProfileError(ValueError):
     """A (batch, length) shape that no optimization profile of the engine covers."""
-
-
-class CacheMiss(Exception):
-    """Why a cache entry cannot be used: missing, stale or corrupt."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +88,7 @@ def select_profile(profiles: tuple[Profile, ...], batch: int, length: int) -> in
 
 
 @dataclass(frozen=True)
-class EngineKey:
+class EngineKey(CacheKey):
     """Everything an engine depends on; its digest names the cache entry."""
     weights_hash: str
     precision: str
@@ -104,75 +97,9 @@ class EngineKey:
     profiles: tuple[Profile, ...]
     graph_version: str = GRAPH_VERSION
 
-    def as_json(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))  # tuples -> lists, as a sidecar reads back
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.as_json(), sort_keys=True).encode()).hexdigest()
-
-
-class EngineCache:
-    """Serialized engines under `root`: `<digest>.engine` and a `<digest>.json` sidecar holding the full
-    key and the engine's SHA-256. An entry whose sidecar disagrees is discarded, never used."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    def paths(self, key: EngineKey) -> tuple[Path, Path]:
-        stem = self.root / key.digest()
-        return stem.with_suffix(".engine"), stem.with_suffix(".json")
-
-    def load(self, key: EngineKey) -> bytes:
-        """The cached engine for `key`; raises CacheMiss (after deleting a bad entry) otherwise."""
-        engine_path, sidecar_path = self.paths(key)
-        if not sidecar_path.is_file() or not engine_path.is_file():
-            self.discard(key)  # half an entry (a crash between the two writes) is no entry
-            raise CacheMiss("not cached")
-        try:
-            blob = engine_path.read_bytes()
-            problem = _entry_problem(key, json.loads(sidecar_path.read_text()), blob)
-        except (OSError, ValueError) as err:
-            problem = f"corrupt: unreadable entry ({err})"
-        if problem is None:
-            return blob
-        self.discard(key)
-        raise CacheMiss(problem)
-
-    def store(self, key: EngineKey, blob: bytes) -> Path:
-        """Write the engine, then its sidecar (so a crash in between leaves a miss, not a bad hit)."""
-        engine_path, sidecar_path = self.paths(key)
-        write_atomically(engine_path, lambda tmp: Path(tmp).write_bytes(blob))
-        sidecar = {"key": key.as_json(), "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
-        write_atomically(sidecar_path, lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=1)))
-        return engine_path
-
-    def discard(self, key: EngineKey) -> None:
-        for path in self.paths(key):
-            path.unlink(missing_ok=True)
-
-    def get_or_build(self, key: EngineKey, build: Callable[[], bytes]) -> tuple[bytes, str]:
-        """The cached engine, or a freshly built and stored one; with "cached" or why it was built."""
-        try:
-            return self.load(key), "cached"
-        except CacheMiss as miss:
-            blob = build()
-            self.store(key, blob)
-            return blob, f"built ({miss})"
-
-
-def _entry_problem(key: EngineKey, sidecar, blob: bytes) -> str | None:
-    """Why a cache entry (its parsed sidecar and engine bytes) must not serve `key`, or None."""
-    if not isinstance(sidecar, dict):
-        return "corrupt: the sidecar is not a JSON object"
-    if sidecar.get("key") != key.as_json():
-        return "stale: built for another key"
-    if sidecar.get("sha256") != hashlib.sha256(blob).hexdigest():
-        return "corrupt: engine bytes do not match their SHA-256"
-    return None
-
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "seqpan" / "trt"
+    return cache_root("trt")
 
 
 def import_tensorrt():

@@ -1,4 +1,4 @@
-"""engine/trt.py: profiles, profile selection, engine-cache keys and stale/corrupt entries (plain
+"""engine/compile/trt.py and disk_cache.py: profiles, profile selection, engine-cache keys and stale/corrupt entries (plain
 Python, run everywhere); `seqpan build-trt` without TensorRT; and, where TensorRT and a GPU exist,
 the engine against reference/localizer.py."""
 from __future__ import annotations
@@ -10,9 +10,8 @@ import json
 import pytest
 import torch
 
+from engine.compile.disk_cache import CacheMiss, EngineCache
 from engine.compile.trt import (
-    CacheMiss,
-    EngineCache,
     EngineKey,
     Profile,
     ProfileError,

@@ -67,7 +67,7 @@ class GroundingEngine:
                  max_batch: int = 256, cuda_graphs: bool | None = None,
                  video_source: Callable[[str | Path], tuple[np.ndarray, float]] | None = None,
                  features_root: str | Path | None = None, allow_feature_paths: bool = True,
-                 limits: Limits | None = None):
+                 limits: Limits | None = None, backend_options: dict | None = None):
         if precision not in PRECISIONS:
             raise BackendError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
@@ -86,7 +86,7 @@ class GroundingEngine:
         self.max_batch = max_batch
         self.video_source = video_source  # video file -> ([T, visual_dim] features, duration), e.g. I3D
         model = model.to(self.device).eval()
-        self.model = build_backend(self.backend_name, model, precision=self.precision)
+        self.model = build_backend(self.backend_name, model, precision=self.precision, **(backend_options or {}))
         self.graphs = GraphCache(self._forward) if (on_gpu if cuda_graphs is None else cuda_graphs) else None
         # what runs on each padded batch's device tensors: a graph replay, or the forward itself
         self.device_step = self.graphs if self.graphs is not None else self._forward
@@ -210,6 +210,8 @@ class GroundingEngine:
                  words: torch.Tensor, chars: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Encode the unique videos once, gather them per query, run the rest; isolated padding."""
         model = self.model
+        if hasattr(model, "ground_batch"):  # a backend that compiles this whole step (openvino)
+            return model.ground_batch(video, video_len, video_index, words, chars, noise)
         with autocast(self.device, self.precision, self.backend_name):
             v_mask_u = length_mask(video_len, video.shape[1])
             v = model.encode_video(video.to(weights_dtype(model)), v_mask_u, "isolated")

@@ -10,7 +10,6 @@ video is encoded once, then gathered for its queries.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from reference.embedding import sample_char_width
@@ -22,15 +21,12 @@ OUTPUT_NAMES = ("start_logits", "end_logits", "match_logits", "start_index", "en
 
 
 def running_max(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-    """Prefix maxima along dim 1 (suffix maxima when `reverse`) of a non-negative [B, N] tensor,
-    in ceil(log2 N) shift-and-max steps: the values of torch.cummax exactly, with ops every
-    runtime has (zero padding is neutral for non-negative inputs)."""
-    n, shift = x.shape[1], 1
-    while shift < n:
-        shifted = F.pad(x[:, shift:], (0, shift)) if reverse else F.pad(x[:, :-shift], (shift, 0))
-        x = torch.maximum(x, shifted)
-        shift *= 2
-    return x
+    """Prefix maxima along dim 1 (suffix maxima when `reverse`) of a non-negative [B, N] tensor: the
+    values of torch.cummax exactly (a max of masked copies; zeros are neutral for non-negative
+    inputs), with no op whose count or size depends on N, so one trace serves every length."""
+    position = torch.arange(x.shape[1], device=x.device)
+    upto = position[None, :] >= position[:, None] if reverse else position[None, :] <= position[:, None]
+    return (x[:, None, :] * upto.to(x.dtype)).amax(dim=-1)
 
 
 def decode_span_graph(start_logits: torch.Tensor, end_logits: torch.Tensor,

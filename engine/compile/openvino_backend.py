@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reference.config import SeqPANConfig
 from reference.model import SeqPAN, SeqPANOutput, prepare_inputs
 from reference.matching import NUM_LABELS
 from reference.ops import check_padding
@@ -38,6 +39,7 @@ from .grounding_graph import GroundingGraph
 GRAPH_VERSION = "1"  # bump when GroundingGraph's inputs, outputs or semantics change
 RUNTIME_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # engine precision -> OpenVINO inference precision
 MAX_MODELS = 64  # compiled shapes kept in memory (least recently used dropped)
+TRACE_SHAPE = (2, 3, 6, 5, 7)  # (videos, queries, clips, words, chars) traced at: distinct sizes, none 1
 log = logging.getLogger(__name__)
 
 
@@ -101,7 +103,11 @@ class CompiledKey(CacheKey):
 
 
 class CompiledGraphs:
-    """GroundingGraph of one model and padding mode as OpenVINO models, one per input shape."""
+    """GroundingGraph of one model and padding mode as OpenVINO models, one per input shape.
+
+    The graph is traced once (on the first shape missing from the disk cache) with every dimension
+    dynamic; each shape is that model made static and compiled (GroundingGraph has no op whose
+    count depends on a dimension, so one trace serves every shape)."""
 
     def __init__(self, model: SeqPAN, padding: str, precision: str = "fp32", cache_dir: str | Path | None = None,
                  threads: int | None = None):
@@ -115,6 +121,7 @@ class CompiledGraphs:
         self.cache = EngineCache(cache_dir or cache_root("openvino"))
         self.config = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY",
                        "INFERENCE_NUM_THREADS": threads or available_cores()}
+        self.traced = None  # the dynamic-shape OpenVINO model, once traced
         self.requests: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self.status: dict[tuple[int, ...], str] = {}  # shape -> "cached" or why it was built
 
@@ -124,22 +131,22 @@ class CompiledGraphs:
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         """Run on (video, video_len, video_index, word_ids, char_ids, noise); GroundingGraph's outputs."""
         video, _, _, word_ids, char_ids, _ = inputs
-        inputs = (*inputs[:4], F.embedding(word_ids, self.word_table), *inputs[4:])
-        shape = (video.shape[0], word_ids.shape[0], video.shape[1], word_ids.shape[1], char_ids.shape[2])
-        request = self.request(shape, inputs)
-        request.infer([t.numpy() for t in inputs], share_inputs=True)
+        feeds = (*inputs[:4], F.embedding(word_ids, self.word_table), *inputs[4:])
+        request = self.request((video.shape[0], word_ids.shape[0], video.shape[1], word_ids.shape[1], char_ids.shape[2]))
+        request.infer([t.numpy() for t in feeds], share_inputs=True)
         return [torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in range(len(request.model_outputs))]
 
-    def request(self, shape: tuple[int, ...], inputs: tuple[torch.Tensor, ...]):
-        """The infer request for `shape`: kept in memory, else imported from the disk cache, else built."""
+    def request(self, shape: tuple[int, ...]):
+        """The infer request for `shape` (videos, queries, clips, words, chars): kept in memory, else
+        imported from the disk cache, else built (and stored)."""
         if shape not in self.requests:
             key = self.key(shape)
-            blob, status = self.cache.get_or_build(key, lambda: self.build(inputs))
+            blob, status = self.cache.get_or_build(key, lambda: self.build(shape))
             try:
-                compiled = core().import_model(blob, "CPU", self.config)
+                compiled = core().import_model(blob, "CPU", self.config)  # the precision hint is not in the blob
             except RuntimeError as err:  # unreadable for this runtime despite a matching key: rebuild it
                 self.cache.discard(key)
-                blob, status = self.build(inputs), f"built (cached model did not import: {err})"
+                blob, status = self.build(shape), f"built (cached model did not import: {err})"
                 self.cache.store(key, blob)
                 compiled = core().import_model(blob, "CPU", self.config)
             self.requests[shape] = compiled.create_infer_request()
@@ -149,24 +156,30 @@ class CompiledGraphs:
         self.requests.move_to_end(shape)
         return self.requests[shape]
 
-    def build(self, inputs: tuple[torch.Tensor, ...]) -> bytes:
-        """Trace the graph at the inputs' shapes, compile it, and serialize the compiled model."""
+    def build(self, shape: tuple[int, ...]) -> bytes:
+        """The graph compiled for `shape`, serialized."""
         ov = openvino()
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the tracer's warnings about shapes turned constant: intended
-            traced = torch.jit.trace(self.graph, tuple(inputs), check_trace=False)
-            model = ov.convert_model(traced, example_input=tuple(inputs))
-        model.reshape({i: list(t.shape) for i, t in enumerate(inputs)})
+        if self.traced is None:
+            example = graph_inputs(self.graph.model.cfg, TRACE_SHAPE)
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # the tracer's notes on Python values taken from shapes: none depend on them
+                traced = torch.jit.trace(self.graph, example, check_trace=False)
+                self.traced = ov.convert_model(traced, example_input=example,
+                                               input=[ov.PartialShape.dynamic(t.dim()) for t in example])
+        model = self.traced.clone()
+        model.reshape({i: list(t.shape) for i, t in enumerate(graph_inputs(self.graph.model.cfg, shape))})
         stream = io.BytesIO()
         core().compile_model(model, "CPU", self.config).export_model(stream)
         return stream.getvalue()
 
 
-def example_inputs(cfg, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
-    """Inputs of `shape` (videos, queries, clips, words, chars) with every video and query full length."""
+def graph_inputs(cfg: SeqPANConfig, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """GroundingGraph inputs of `shape` (videos, queries, clips, words, chars): full-length videos and
+    queries, query i on video i mod videos, zero features."""
     videos, queries, clips, words, chars = shape
-    return (torch.zeros(videos, clips, cfg.visual_dim), torch.full((videos,), clips), torch.zeros(queries, dtype=torch.long),
-            torch.ones(queries, words, dtype=torch.long), torch.ones(queries, words, chars, dtype=torch.long),
+    return (torch.zeros(videos, clips, cfg.visual_dim), torch.full((videos,), clips),
+            torch.arange(queries) % videos, torch.ones(queries, words, dtype=torch.long),
+            torch.zeros(queries, words, cfg.word_dim), torch.ones(queries, words, chars, dtype=torch.long),
             torch.zeros(queries, clips, NUM_LABELS))
 
 
@@ -207,7 +220,7 @@ class OpenVinoSeqPAN(nn.Module):
         """Compile (or load from the disk cache) the given (videos, queries, clips, words, chars) shapes."""
         graphs = self.compiled(padding)
         for shape in shapes:
-            graphs.request(tuple(shape), example_inputs(self.cfg, tuple(shape)))
+            graphs.request(tuple(shape))
 
     def forward(self, video: torch.Tensor, video_len: torch.Tensor, word_ids: torch.Tensor, char_ids: torch.Tensor,
                 padding: str = "isolated", gumbel_noise: torch.Tensor | None = None) -> SeqPANOutput:

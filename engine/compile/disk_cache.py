@@ -88,5 +88,8 @@ def _entry_problem(key: CacheKey, sidecar, blob: bytes) -> str | None:
 
 
 def cache_root(kind: str) -> Path:
-    """The per-user folder for `kind`'s compiled artifacts: $XDG_CACHE_HOME/seqpan/<kind>."""
+    """The folder for `kind`'s compiled artifacts: $SEQPAN_CACHE_DIR/<kind> when that is set, else the
+    per-user $XDG_CACHE_HOME/seqpan/<kind> (~/.cache/seqpan/<kind>)."""
+    if os.environ.get("SEQPAN_CACHE_DIR"):
+        return Path(os.environ["SEQPAN_CACHE_DIR"]) / kind
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "seqpan" / kind

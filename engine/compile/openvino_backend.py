@@ -38,9 +38,12 @@ from .grounding_graph import GroundingGraph
 
 GRAPH_VERSION = "1"  # bump when GroundingGraph's inputs, outputs or semantics change
 RUNTIME_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # engine precision -> OpenVINO inference precision
-MAX_MODELS = 64  # compiled shapes kept in memory (least recently used dropped)
+MAX_MODELS = 64  # compiled models kept in memory, in all and per instance (least recently used dropped)
+KEEP_TRACED = 4  # traced models kept in memory, by (weights hash, padding)
 TRACE_SHAPE = (2, 3, 6, 5, 7)  # (videos, queries, clips, words, chars) traced at: distinct sizes, none 1
 log = logging.getLogger(__name__)
+_traced: dict[tuple[str, str], object] = {}  # (weights hash, padding) -> dynamic-shape OpenVINO model
+_compiled: OrderedDict[tuple[str, int], object] = OrderedDict()  # (key digest, threads) -> compiled model
 
 
 def openvino():
@@ -121,9 +124,8 @@ class CompiledGraphs:
         self.cache = EngineCache(cache_dir or cache_root("openvino"))
         self.config = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY",
                        "INFERENCE_NUM_THREADS": threads or available_cores()}
-        self.traced = None  # the dynamic-shape OpenVINO model, once traced
         self.requests: OrderedDict[tuple[int, ...], object] = OrderedDict()
-        self.status: dict[tuple[int, ...], str] = {}  # shape -> "cached" or why it was built
+        self.status: dict[tuple[int, ...], str] = {}  # shape -> "in memory", "cached" or why it was built
 
     def key(self, shape: tuple[int, ...]) -> CompiledKey:
         return CompiledKey(self.weights_hash, self.padding, shape, self.precision, openvino().__version__, cpu_name())
@@ -137,40 +139,59 @@ class CompiledGraphs:
         return [torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in range(len(request.model_outputs))]
 
     def request(self, shape: tuple[int, ...]):
-        """The infer request for `shape` (videos, queries, clips, words, chars): kept in memory, else
-        imported from the disk cache, else built (and stored)."""
+        """The infer request for `shape` (videos, queries, clips, words, chars)."""
         if shape not in self.requests:
-            key = self.key(shape)
-            blob, status = self.cache.get_or_build(key, lambda: self.build(shape))
-            try:
-                compiled = core().import_model(blob, "CPU", self.config)  # the precision hint is not in the blob
-            except RuntimeError as err:  # unreadable for this runtime despite a matching key: rebuild it
-                self.cache.discard(key)
-                blob, status = self.build(shape), f"built (cached model did not import: {err})"
-                self.cache.store(key, blob)
-                compiled = core().import_model(blob, "CPU", self.config)
-            self.requests[shape] = compiled.create_infer_request()
-            self.status[shape] = status
+            self.requests[shape] = self.compiled_model(shape).create_infer_request()
             while len(self.requests) > MAX_MODELS:
                 self.requests.popitem(last=False)
         self.requests.move_to_end(shape)
         return self.requests[shape]
 
+    def compiled_model(self, shape: tuple[int, ...]):
+        """The compiled model for `shape`: kept in memory (shared by every instance in the process),
+        else imported from the disk cache, else built (and stored)."""
+        key = self.key(shape)
+        memory_key = (key.digest(), self.config["INFERENCE_NUM_THREADS"])
+        if memory_key in _compiled:
+            _compiled.move_to_end(memory_key)
+            self.status[shape] = "in memory"
+            return _compiled[memory_key]
+        blob, status = self.cache.get_or_build(key, lambda: self.build(shape))
+        try:
+            compiled = core().import_model(blob, "CPU", self.config)  # the precision hint is not in the blob
+        except RuntimeError as err:  # unreadable for this runtime despite a matching key: rebuild it
+            self.cache.discard(key)
+            blob, status = self.build(shape), f"built (cached model did not import: {err})"
+            self.cache.store(key, blob)
+            compiled = core().import_model(blob, "CPU", self.config)
+        self.status[shape] = status
+        _compiled[memory_key] = compiled
+        while len(_compiled) > MAX_MODELS:
+            _compiled.popitem(last=False)
+        return compiled
+
     def build(self, shape: tuple[int, ...]) -> bytes:
         """The graph compiled for `shape`, serialized."""
-        ov = openvino()
-        if self.traced is None:
-            example = graph_inputs(self.graph.model.cfg, TRACE_SHAPE)
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")  # the tracer's notes on Python values taken from shapes: none depend on them
-                traced = torch.jit.trace(self.graph, example, check_trace=False)
-                self.traced = ov.convert_model(traced, example_input=example,
-                                               input=[ov.PartialShape.dynamic(t.dim()) for t in example])
-        model = self.traced.clone()
+        traced_key = (self.weights_hash, self.padding)
+        if traced_key not in _traced:
+            _traced[traced_key] = trace(self.graph)
+            while len(_traced) > KEEP_TRACED:
+                _traced.pop(next(iter(_traced)))
+        model = _traced[traced_key].clone()
         model.reshape({i: list(t.shape) for i, t in enumerate(graph_inputs(self.graph.model.cfg, shape))})
         stream = io.BytesIO()
         core().compile_model(model, "CPU", self.config).export_model(stream)
         return stream.getvalue()
+
+
+def trace(graph: GroundingGraph):
+    """`graph` as an OpenVINO model with every input dimension dynamic."""
+    ov = openvino()
+    example = graph_inputs(graph.model.cfg, TRACE_SHAPE)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python values taken from shapes: none depend on them
+        traced = torch.jit.trace(graph, example, check_trace=False)
+        return ov.convert_model(traced, example_input=example, input=[ov.PartialShape.dynamic(t.dim()) for t in example])
 
 
 def graph_inputs(cfg: SeqPANConfig, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:

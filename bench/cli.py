@@ -15,6 +15,7 @@ from .workloads import WORKLOADS
 
 QUICK = {"batch_sizes": "1,4", "repeats": 3, "warmup": 1, "precisions": "fp32", "concurrency": "1,2",
          "requests_per_submitter": 2, "shared_batch": 8}
+CPU_BATCH_SIZES = "1,16,64,256"  # the default on CPU, where 1024 queries per call take seconds
 DEFAULTS = {"batch_sizes": "1,8,64,256,1024", "repeats": 50, "warmup": 10, "precisions": "fp32,bf16",
             "concurrency": "1,8,32", "requests_per_submitter": 16, "shared_batch": 64}
 
@@ -38,6 +39,8 @@ def options(args: argparse.Namespace) -> BenchOptions:
     if pick["repeats"] < 1 or pick["warmup"] < 0:
         raise UsageError("--repeats must be at least 1 and --warmup at least 0")
     device = resolve_device(args.device)
+    if device.type == "cpu" and not args.quick and args.batch_sizes is None:
+        pick["batch_sizes"] = CPU_BATCH_SIZES
     return BenchOptions(
         workloads=_list(args.workloads or ",".join(WORKLOADS), "workloads", tuple(WORKLOADS)),
         backends=_list(args.backends, "backends", BACKEND_NAMES) if args.backends else default_backends(device),

@@ -2,6 +2,7 @@
 
     python -m bench.report results.json             # the full markdown report
     python -m bench.report results.json --headline  # the README's headline table
+    python -m bench.report results.json --cpu       # the README's CPU table
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-BASELINES = ("reference-eager", "reference-compile")
+BASELINES = ("reference-eager", "reference-compile", "onnxruntime-dynamic", "openvino-dynamic")
+FASTEST = "fastest"  # the speed-up over whichever baseline row of the same key is fastest
 HEADLINE_BACKEND = "engine-auto"  # what `GroundingEngine(backend="auto")` users get
 
 Column = tuple[str, str, Callable[[object], str]]  # key, title, format
@@ -51,23 +53,29 @@ def speedups(rows: list[dict]) -> list[dict]:
     """For every engine row and every baseline row of the same workload, precision and batch:
     speedup = baseline p50 / engine p50 (above 1: the engine is faster)."""
     base = {(_key(r), r["backend"]): r["p50_ms"] for r in rows if r["backend"] in BASELINES}
+    fastest = {}
+    for (key, name), p50 in base.items():
+        if key not in fastest or p50 < fastest[key][1]:
+            fastest[key] = (name, p50)
     return [{"workload": r["workload"], "precision": r["precision"], "batch": r["batch"], "backend": r["backend"],
-             "baseline": name, "speedup": base[_key(r), name] / r["p50_ms"]}
+             "baseline": name, "speedup": p50 / r["p50_ms"], **({"fastest": fastest_name} if name == FASTEST else {})}
             for r in rows if r["backend"].startswith("engine-")
-            for name in BASELINES if (_key(r), name) in base]
+            for name, fastest_name, p50 in [*((n, n, base[_key(r), n]) for n in BASELINES if (_key(r), n) in base),
+                                            *([(FASTEST, *fastest[_key(r)])] if _key(r) in fastest else [])]]
 
 
 def _with_speedups(rows: list[dict]) -> list[dict]:
     """Rows with `vs <baseline>` keys added from `speedups`."""
     found = {(_key(s), s["backend"], s["baseline"]): s["speedup"] for s in speedups(rows)}
-    return [{**r, **{f"vs {name}": found.get((_key(r), r["backend"], name)) for name in BASELINES}} for r in rows]
+    return [{**r, **{f"vs {name}": found.get((_key(r), r["backend"], name)) for name in (*BASELINES, FASTEST)}}
+            for r in rows]
 
 
 ROW_COLUMNS: list[Column] = [
     ("workload", "workload", str), ("precision", "precision", str), ("batch", "batch", str),
     ("backend", "backend", str), ("n_clips", "clips", str), ("n_words", "words", str),
     ("p50_ms", "p50 ms", _ms), ("p99_ms", "p99 ms", _ms), ("queries_per_s", "queries/s", _rate),
-    *((f"vs {name}", f"× {name.removeprefix('reference-')}", _speedup) for name in BASELINES)]
+    *((f"vs {name}", f"× {name.removeprefix('reference-')}", _speedup) for name in (*BASELINES, FASTEST))]
 
 
 def ordered(rows: list[dict]) -> list[dict]:
@@ -115,6 +123,25 @@ def headline_table(results: dict) -> str:
                              ("reference-compile", "compile p50 ms", _ms), ("engine_p50", "engine p50 ms", _ms),
                              ("engine_qps", "engine queries/s", _rate), ("vs reference-eager", "× eager", _speedup),
                              ("vs reference-compile", "× compile", _speedup)]
+    return where_measured(results["env"]) + "\n\n" + table(lines, columns)
+
+
+def cpu_table(results: dict) -> str:
+    """The README's CPU table: per workload, precision and batch, every baseline's p50, the engine's
+    (engine-auto) p50 and throughput, and its speed-up over the fastest baseline."""
+    rows = _with_speedups(results["rows"])
+    by_key = {(_key(r), r["backend"]): r for r in rows}
+    lines = []
+    for key in sorted(dict.fromkeys(_key(r) for r in rows), key=lambda k: (k[0], k[1], k[2])):
+        engine = by_key.get((key, HEADLINE_BACKEND), {})
+        line = {"workload": key[0], "precision": key[1], "batch": key[2], "engine_p50": engine.get("p50_ms"),
+                "engine_qps": engine.get("queries_per_s"), "vs fastest": engine.get(f"vs {FASTEST}")}
+        line.update({name: by_key.get((key, name), {}).get("p50_ms") for name in BASELINES})
+        lines.append(line)
+    columns: list[Column] = [("workload", "workload", str), ("precision", "precision", str), ("batch", "batch", str),
+                             *((name, f"{name} p50 ms", _ms) for name in BASELINES),
+                             ("engine_p50", "engine p50 ms", _ms), ("engine_qps", "engine queries/s", _rate),
+                             ("vs fastest", "× fastest other", _speedup)]
     return where_measured(results["env"]) + "\n\n" + table(lines, columns)
 
 
@@ -180,9 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", help="a results.json written by `seqpan bench`")
     parser.add_argument("--headline", action="store_true", help="only the README's headline table")
+    parser.add_argument("--cpu", action="store_true", help="only the README's CPU table (every baseline, every batch)")
     args = parser.parse_args(argv)
     results = json.loads(Path(args.results).read_text())
-    print(headline_table(results) if args.headline else render_markdown(results))
+    print(cpu_table(results) if args.cpu else headline_table(results) if args.headline else render_markdown(results))
     return 0
 
 

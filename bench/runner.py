@@ -27,6 +27,7 @@ from engine.backends import BACKENDS
 from reference.model import SeqPAN
 
 from . import report
+from .onnx_peers import PEERS, peer_runner
 from .timing import environment, percentile, summarize, time_calls
 from .workloads import NOTES, Workload, load_workload, model_inputs, random_model, requests
 
@@ -39,11 +40,12 @@ BATCHER = {"max_batch": 64, "max_wait_ms": 2.0}  # the micro-batcher's settings 
 
 
 def default_backends(device: torch.device) -> list[str]:
-    """Both baselines and the engine's backends on a GPU; eager reference and engine on CPU
-    (there torch.compile takes minutes and the Triton kernels only run interpreted)."""
+    """Both reference baselines and the engine's backends on a GPU; on CPU the reference baselines,
+    what a CPU user would build by hand (the ONNX export on onnxruntime and OpenVINO) and the
+    engine (the Triton kernels only run interpreted there)."""
     if device.type == "cuda":
         return ["reference-eager", "reference-compile", "engine-reference", "engine-triton", "engine-auto"]
-    return ["reference-eager", "engine-reference", "engine-auto"]
+    return ["reference-eager", "reference-compile", *PEERS, "engine-auto"]
 
 
 @dataclass
@@ -142,9 +144,14 @@ class Bench:
             mode = "reduce-overhead" if opts.device.type == "cuda" else "default"
             notes.append(f"reference-compile: torch.compile(mode={mode!r}) of the reference forward, "
                          "compiled once per workload and precision; compilation happens in warm-up")
-        elif opts.device.type == "cpu":
-            notes.append("reference-compile skipped on CPU by default (compiling takes minutes there); "
-                         "ask for it with --backends")
+        if any(b in PEERS for b in opts.backends):
+            notes.append("onnxruntime-dynamic / openvino-dynamic: the reference's isolated forward exported whole "
+                         "with torch.onnx.export(dynamo=True) (dynamic batch, clips, words, chars), run by onnxruntime "
+                         "(fp32) or OpenVINO (INFERENCE_PRECISION_HINT f32 or bf16) on those dynamic shapes, "
+                         "torch's thread count; export and compilation untimed")
+        if "engine-auto" in opts.backends and opts.device.type == "cpu":
+            notes.append("engine on CPU (openvino backend): the engine's step compiled by OpenVINO per bucket "
+                         "shape (videos, queries, clips, words, chars); compilation happens in warm-up")
         return notes + [NOTES[w] for w in opts.workloads if w in NOTES]
 
     def log(self, line: str) -> None:
@@ -216,6 +223,11 @@ class Bench:
                 forward = torch.compile(forward, mode="reduce-overhead" if opts.device.type == "cuda" else None)
                 warmup = max(warmup, COMPILE_WARMUP)
 
+        elif backend in PEERS:
+            if opts.device.type != "cpu":
+                raise ValueError(f"{backend} is a CPU baseline")
+            forward, warmup = peer_runner(backend, model, precision, torch.get_num_threads()), opts.warmup
+        if backend.startswith("reference-") or backend in PEERS:
             def prepare(records):
                 inputs = model_inputs(workload, records, *vocab, opts.device)
                 return lambda: forward(*inputs)

@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 from collections.abc import Callable
 
 import torch
@@ -60,6 +61,20 @@ def summarize(times_ms: list[float], queries: int) -> dict[str, float]:
     return {"p50_ms": p50, "p99_ms": percentile(times_ms, 99), "queries_per_s": queries / p50 * 1e3}
 
 
+def cpu_description() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one), its cores, and the vector and
+    matrix extensions that decide CPU speed (AVX-512, its bf16, AMX)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        name = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
+        flags = set(next(line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")))
+    except (OSError, StopIteration):
+        pass
+    extensions = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name}, {os.cpu_count()} cores" + (f" ({' '.join(extensions)})" if extensions else "")
+
+
 def environment(device: torch.device) -> dict:
     """GPU name (None on CPU), library versions, date and host."""
     try:
@@ -71,7 +86,7 @@ def environment(device: torch.device) -> dict:
     on_gpu = device.type == "cuda"
     return {"gpu": torch.cuda.get_device_name(device) if on_gpu else None,
             "device": str(device),
-            "cpu": f"{platform.machine()} {platform.processor() or ''}".strip() + f", {os.cpu_count()} cores",
+            "cpu": cpu_description(),
             "torch": torch.__version__, "cuda": torch.version.cuda, "triton": triton_version,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d"),

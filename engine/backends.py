@@ -47,7 +47,7 @@ def auto_backend_name(device: torch.device) -> str:
 def openvino_imports() -> bool:
     """Whether OpenVINO (the CPU fast path's runtime) imports; when it does not, says so once, in one line."""
     try:
-        import openvino  # noqa: F401
+        import openvino  # noqa: F401 (whether it imports is the question)
     except ImportError as err:
         log.warning("seqpan: OpenVINO does not import (%s); the CPU engine runs the slower reference "
                     "(pip install openvino)", err)

@@ -8,13 +8,15 @@ import importlib
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmark the engine against the reference (eager and torch.compile)",
+    p = sub.add_parser("bench", help="benchmark the engine against the reference (eager and torch.compile) and, on "
+                       "CPU, the ONNX export on onnxruntime and OpenVINO",
                        description=__doc__)
     p.add_argument("--workloads", help="comma-separated among charades, activitynet, tacos (default: all)")
-    p.add_argument("--backends", help="comma-separated among reference-eager, reference-compile and engine-<backend> "
-                                      "(default: those that run on the device)")
+    p.add_argument("--backends", help="comma-separated among reference-eager, reference-compile, onnxruntime-dynamic, "
+                                      "openvino-dynamic (CPU only: the whole model exported to ONNX) and "
+                                      "engine-<backend> (default: those that run on the device)")
     p.add_argument("--precisions", help="fp32 and/or bf16 (default both)")
-    p.add_argument("--batch-sizes", help="comma-separated (default 1,8,64,256,1024)")
+    p.add_argument("--batch-sizes", help="comma-separated (default 1,8,64,256,1024; on CPU 1,16,64,256)")
     p.add_argument("--repeats", type=int, help="timed calls per row (default 50)")
     p.add_argument("--warmup", type=int, help="untimed calls first (default 10)")
     p.add_argument("--sections", default="rows,batcher,shared_video", help="comma-separated (default %(default)s)")

@@ -11,7 +11,8 @@ setup(
     package_data={"engine.data": ["annotations/*"]},
     # torch is deliberately unpinned from above so that an existing CUDA build is kept; CPU-only
     # machines should install the CPU wheel first (see README: `pip install torch==2.13.0`).
-    install_requires=["torch>=2.4", "numpy>=1.24", "safetensors>=0.4", "tqdm>=4.60"],
+    install_requires=["torch>=2.4", "numpy>=1.24", "safetensors>=0.4", "tqdm>=4.60",
+                      "openvino>=2025.0"],  # the CPU fast path (the engine's default on CPU)
     extras_require={
         "triton": ["triton>=3.0"],
         "onnx": ["onnx>=1.16", "onnxscript>=0.1", "onnxruntime>=1.18"],

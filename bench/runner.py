@@ -28,7 +28,7 @@ from reference.model import SeqPAN
 
 from . import report
 from .onnx_peers import PEERS, peer_runner
-from .timing import environment, percentile, summarize, time_calls
+from .timing import environment, percentile, summarize, time_calls, time_interleaved
 from .workloads import NOTES, Workload, load_workload, model_inputs, random_model, requests
 
 SECTIONS = ("rows", "batcher", "shared_video")
@@ -137,7 +137,8 @@ class Bench:
             (f"p50 = median, p99 = nearest rank, over {opts.repeats} timed calls after {opts.warmup} warm-up calls "
              f"(at least {COMPILE_WARMUP} for reference-compile); queries/s = B / p50"),
             "× baseline = baseline p50 / engine p50 at the same workload, precision and batch",
-            ("order: eager and engine rows of every workload, then the batcher and shared-video sections, then "
+            ("order: per workload and precision, every backend but reference-compile at each batch size, their "
+             "calls timed in turn (a, b, c, a, b, c, ...); then the batcher and shared-video sections, then "
              "reference-compile; with --time-budget, groups that would start after it are skipped (listed)"),
         ]
         if "reference-compile" in opts.backends:
@@ -174,12 +175,13 @@ class Bench:
         subjects = [Subject.of(load_workload(name), opts.device) for name in opts.workloads]
         rows = "rows" in opts.sections
         extras = [s for s in ("batcher", "shared_video") if s in opts.sections]
-        fast = [b for b in opts.backends if rows and b != "reference-compile"]
-        groups = [(f"{s.workload.name} {p} {b}", partial(self.time_backend, s, p, b))
-                  for b in fast for s in subjects for p in opts.precisions]
+        fast = [b for b in opts.backends if b != "reference-compile"]
+        groups = [(f"{s.workload.name} {p} {', '.join(fast)}", partial(self.time_backends, s, p, fast))
+                  for s in subjects for p in opts.precisions if rows and fast]
         groups += [(f"{s.workload.name} {', '.join(extras)}", partial(self.extras, s, extras))
                    for s in subjects if extras]
-        groups += [(f"{s.workload.name} {p} reference-compile", partial(self.time_backend, s, p, "reference-compile"))
+        groups += [(f"{s.workload.name} {p} reference-compile",
+                    partial(self.time_backends, s, p, ["reference-compile"]))
                    for s in subjects for p in opts.precisions if rows and "reference-compile" in opts.backends]
         with torch.no_grad():
             for what, fn in groups:
@@ -239,18 +241,31 @@ class Bench:
             self.results["env"]["notes"].append(note)
         return (lambda records: engine_calls(engine, requests(workload, records))), opts.warmup
 
-    def time_backend(self, subject: Subject, precision: str, backend: str) -> None:
-        prepare, warmup = self.runner(subject, precision, backend)
+    def time_backends(self, subject: Subject, precision: str, backends: Sequence[str]) -> None:
+        """Rows of `backends` at every batch size, their calls timed in turn on the same inputs; a
+        backend that cannot be built is skipped (noted) and the others go on."""
         workload = subject.workload
+        runners = {}
+        for backend in backends:
+            try:
+                runners[backend] = self.runner(subject, precision, backend)
+            except Exception as err:  # noqa: BLE001 -- noted in env.skipped, the others are timed
+                self.skip(f"{workload.name} {precision} {backend}", f"{type(err).__name__}: {err}")
+        if not runners:
+            return
+        warmup = max(w for _, w in runners.values())
         for batch in self.opts.batch_sizes:
             records = workload.take(batch)
-            times = time_calls(prepare(records), self.opts.device, warmup, self.opts.repeats)
-            row = {"workload": workload.name, "backend": backend, "precision": precision, "batch": batch,
-                   "n_clips": workload.n_clips, "n_words": max(min(len(r.words), workload.n_clips) for r in records),
-                   **summarize(times, batch)}
-            self.results["rows"].append(row)
-            self.log(f"{workload.name} {precision} {backend} B={batch}: p50 {row['p50_ms']:.3f} ms, "
-                     f"{row['queries_per_s']:,.0f} queries/s")
+            calls = {backend: prepare(records) for backend, (prepare, _) in runners.items()}
+            times = time_interleaved(calls, self.opts.device, warmup, self.opts.repeats)
+            for backend in calls:
+                row = {"workload": workload.name, "backend": backend, "precision": precision, "batch": batch,
+                       "n_clips": workload.n_clips,
+                       "n_words": max(min(len(r.words), workload.n_clips) for r in records),
+                       **summarize(times[backend], batch)}
+                self.results["rows"].append(row)
+                self.log(f"{workload.name} {precision} {backend} B={batch}: p50 {row['p50_ms']:.3f} ms, "
+                         f"{row['queries_per_s']:,.0f} queries/s")
 
     def batcher(self, engine: GroundingEngine, workload: Workload) -> list[dict]:
         """p50/p99 request latency and throughput of a MicroBatcher under N closed-loop submitters

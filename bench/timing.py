@@ -26,27 +26,38 @@ def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, repe
     On a GPU each sample is bracketed by CUDA events (device time from the first to the last
     kernel it enqueues, host stalls inside included); on CPU by perf_counter.
     """
-    def sample() -> None:
-        for _ in range(calls_per_sample):
-            fn()
+    return time_interleaved({"fn": fn}, device, warmup, repeats, calls_per_sample)["fn"]
 
-    for _ in range(warmup):
-        fn()
+
+def time_interleaved(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int,
+                     calls_per_sample: int = 1) -> dict[str, list[float]]:
+    """`time_calls` for several functions, their samples taken in turn (a, b, c, a, b, c, ...), so
+    that a machine whose load changes during the run disturbs each of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     sync(device)
-    if device.type != "cuda":
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            sample()
-            times.append((time.perf_counter() - start) * 1e3 / calls_per_sample)
-        return times
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
-    for start, end in events:
-        start.record()
-        sample()
-        end.record()
+    cuda = device.type == "cuda"
+    samples: dict[str, list] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+            else:
+                began = time.perf_counter()
+            for _ in range(calls_per_sample):
+                fn()
+            if cuda:
+                end.record()
+                samples[name].append((start, end))
+            else:
+                samples[name].append((time.perf_counter() - began) * 1e3 / calls_per_sample)
     sync(device)
-    return [start.elapsed_time(end) / calls_per_sample for start, end in events]
+    if cuda:
+        return {name: [start.elapsed_time(end) / calls_per_sample for start, end in pairs]
+                for name, pairs in samples.items()}
+    return samples
 
 
 def percentile(values: list[float], q: float) -> float:

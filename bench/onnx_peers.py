@@ -7,15 +7,13 @@ isolated padding, and return (start_index, end_index, score).
 """
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from engine.compile.onnx_export import OPSET, cummax_translation
+from engine.compile.onnx_export import dynamo_export
 from reference.model import SeqPAN
 from reference.ops import length_mask
 
@@ -49,20 +47,8 @@ def export_whole_model(model: SeqPAN) -> bytes:
         batch, clips = torch.export.Dim("batch", min=1), torch.export.Dim("clips", min=1, max=cfg.max_pos_len)
         words, chars = torch.export.Dim("words", min=1, max=cfg.max_pos_len), torch.export.Dim("chars", min=4)
         shapes = ({0: batch, 1: clips}, {0: batch}, {0: batch, 1: words}, {0: batch, 1: words, 2: chars})
-        quiet = logging.getLogger("torch.onnx")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        try:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                program = torch.onnx.export(
-                    WholeModel(model.cpu().eval()), example, dynamo=True, opset_version=OPSET, verbose=False,
-                    input_names=list(INPUT_NAMES), output_names=["start_index", "end_index", "score"],
-                    dynamic_shapes=shapes,
-                    custom_translation_table={torch.ops.aten.cummax.default: cummax_translation(cfg.max_pos_len)})
-        finally:
-            quiet.setLevel(level)
-        _exports[id(model)] = program.model_proto.SerializeToString()
+        _exports[id(model)] = dynamo_export(WholeModel(model.cpu().eval()), example, INPUT_NAMES,
+                                            ("start_index", "end_index", "score"), shapes, cfg.max_pos_len)
     return _exports[id(model)]
 
 

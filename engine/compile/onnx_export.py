@@ -108,6 +108,14 @@ def _trace(predictor: ConditionedPredictor, dtype: torch.dtype, max_len: int) ->
     x, mask = torch.zeros(2, 8, dim, dtype=dtype), torch.ones(2, 8, dtype=torch.bool)
     conv_mask = mask.clone()  # a distinct tensor: the tracer would merge two uses of one input
     axes = {0: torch.export.Dim("batch", min=1), 1: torch.export.Dim("length", min=1, max=max_len)}
+    return dynamo_export(_LocalizerGraph(predictor), (x, mask, conv_mask), INPUT_NAMES, OUTPUT_NAMES, (axes, axes, axes),
+                         max_len, optimize=False)
+
+
+def dynamo_export(module: nn.Module, example: tuple, input_names, output_names, dynamic_shapes, max_len: int,
+                  optimize: bool = True) -> bytes:
+    """`module` through torch.onnx.export(dynamo=True) at OPSET, quietly, with `aten.cummax` lowered for
+    inputs at most `max_len` long; the serialized ONNX model."""
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
@@ -115,9 +123,8 @@ def _trace(predictor: ConditionedPredictor, dtype: torch.dtype, max_len: int) ->
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                _LocalizerGraph(predictor), (x, mask, conv_mask), dynamo=True, opset_version=OPSET, verbose=False,
-                optimize=False, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-                dynamic_shapes=(axes, axes, axes),
+                module, example, dynamo=True, opset_version=OPSET, verbose=False, optimize=optimize,
+                input_names=list(input_names), output_names=list(output_names), dynamic_shapes=dynamic_shapes,
                 custom_translation_table={torch.ops.aten.cummax.default: cummax_translation(max_len)})
     finally:
         quiet.setLevel(level)

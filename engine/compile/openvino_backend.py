@@ -30,7 +30,7 @@ from reference.model import SeqPAN, SeqPANOutput, prepare_inputs
 from reference.matching import NUM_LABELS
 from reference.ops import check_padding
 
-from ..batching import batch_bucket, round_up
+from ..batching import round_up
 from ..errors import BackendError
 from ..io.checkpoint import weights_hash
 from .disk_cache import CacheKey, EngineCache, cache_root
@@ -40,7 +40,8 @@ GRAPH_VERSION = "1"  # bump when GroundingGraph's inputs, outputs or semantics c
 RUNTIME_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # engine precision -> OpenVINO inference precision
 MAX_MODELS = 64  # compiled models kept in memory, in all and per instance (least recently used dropped)
 KEEP_TRACED = 4  # traced models kept in memory, by (weights hash, padding)
-TRACE_SHAPE = (2, 3, 6, 5, 7)  # (videos, queries, clips, words, chars) traced at: distinct sizes, none 1
+TRACE_SHAPE = (2, 3, 6, 5, 7)
+ROW_STEPS = ((8, 1), (32, 4), (64, 8), (128, 16))  # (up to this many rows, pad to a multiple of this)  # (videos, queries, clips, words, chars) traced at: distinct sizes, none 1
 log = logging.getLogger(__name__)
 _traced: dict[tuple[str, str], object] = {}  # (weights hash, padding) -> dynamic-shape OpenVINO model
 _compiled: OrderedDict[tuple[str, int], object] = OrderedDict()  # (key digest, threads) -> compiled model
@@ -81,10 +82,12 @@ def available_cores() -> int:
 
 
 def rows_bucket(count: int) -> int:
-    """Padded query or video count: a power of two up to 8, a multiple of 8 up to 64, of 32 above."""
-    if count <= 8:
-        return batch_bucket(count)
-    return round_up(count, 8 if count <= 64 else 32)
+    """Padded query or video count: exact up to 8, then a multiple of 4 up to 32, of 8 up to 64, of 16
+    up to 128 and of 32 above, so that padding rows cost at most a third (a quarter above 32)."""
+    for limit, step in ROW_STEPS:
+        if count <= limit:
+            return round_up(count, step)
+    return round_up(count, 32)
 
 
 def pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:

@@ -101,8 +101,8 @@ def test_bf16_is_as_close_as_torch_in_bf16():
 
 
 def test_rows_bucket_and_padding():
-    assert [ob.rows_bucket(n) for n in (1, 2, 3, 5, 8, 9, 17, 64, 65, 100, 256)] == [1, 2, 4, 8, 8, 16, 24, 64, 96,
-                                                                                     128, 256]
+    counts = (1, 2, 3, 5, 8, 9, 13, 32, 33, 64, 65, 100, 129, 256)
+    assert [ob.rows_bucket(n) for n in counts] == [1, 2, 3, 5, 8, 12, 16, 32, 40, 64, 80, 112, 160, 256]
     t = torch.tensor([[1, 2], [3, 4]])
     assert ob.pad_rows(t, 4).tolist() == [[1, 2], [3, 4], [3, 4], [3, 4]] and ob.pad_rows(t, 2) is t
 

@@ -54,8 +54,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
 class GroundingEngine:
     """Grounds requests in batches bucketed by (clips, words); results do not depend on batching.
 
-    On CPU it runs fp32 eagerly. On CUDA it runs bf16 by default and replays one CUDA graph per
-    (batch, bucket) shape.
+    On CPU it runs fp32 by default on the openvino backend (the whole step compiled per bucket shape;
+    the reference when OpenVINO does not import). On CUDA it runs bf16 by default and replays one
+    CUDA graph per (batch, bucket) shape. `backend_options` go to the backend (openvino: cache_dir,
+    threads, warmup).
 
     Untrusted requests: `limits` bounds the work one request may ask for; `features_root` confines
     `.npy` paths to one folder (symlinks followed; every refused path gets the same message), and

@@ -3,9 +3,10 @@ OpenVINO, one static-shape model per bucket shape, the compiled models cached on
 
 A shape is (videos, queries, clips, words, chars). The engine already buckets clips, words and
 chars; here the query and video counts are bucketed too (`rows_bucket`), padding with copies of
-the last row (samples never interact, so no answer changes, in either padding mode). A bucket
-missing from the disk cache is traced (TorchScript, through OpenVINO's PyTorch frontend) at
-exactly its shape, compiled, and stored; a later process imports it in a fraction of a second.
+the last row (samples never interact, so no answer changes, in either padding mode). The graph is
+traced once per model and padding mode (TorchScript, through OpenVINO's PyTorch frontend) with
+every dimension dynamic; a shape missing from the disk cache is that model made static, compiled
+(about a second) and stored; a later process imports it.
 
 fp32 is exact (OpenVINO is told `INFERENCE_PRECISION_HINT: f32`, else it may run bf16 on CPUs
 with bf16 units); bf16 runs OpenVINO's bf16 kernels where the CPU has them and fp32 elsewhere.
@@ -28,9 +29,9 @@ from torch import nn
 from reference.config import SeqPANConfig
 from reference.model import SeqPAN, SeqPANOutput, prepare_inputs
 from reference.matching import NUM_LABELS
-from reference.ops import check_padding
+from reference.ops import check_padding, weights_device, weights_dtype
 
-from ..batching import round_up
+from ..batching import char_bucket, clip_bucket, round_up, word_bucket
 from ..errors import BackendError
 from ..io.checkpoint import weights_hash
 from .disk_cache import CacheKey, EngineCache, cache_root
@@ -40,8 +41,8 @@ GRAPH_VERSION = "1"  # bump when GroundingGraph's inputs, outputs or semantics c
 RUNTIME_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # engine precision -> OpenVINO inference precision
 MAX_MODELS = 64  # compiled models kept in memory, in all and per instance (least recently used dropped)
 KEEP_TRACED = 4  # traced models kept in memory, by (weights hash, padding)
-TRACE_SHAPE = (2, 3, 6, 5, 7)
-ROW_STEPS = ((8, 1), (32, 4), (64, 8), (128, 16))  # (up to this many rows, pad to a multiple of this)  # (videos, queries, clips, words, chars) traced at: distinct sizes, none 1
+TRACE_SHAPE = (2, 3, 6, 5, 7)  # (videos, queries, clips, words, chars) traced at: distinct sizes, none 1
+ROW_STEPS = ((8, 1), (32, 4), (64, 8), (128, 16))  # (up to this many rows, pad to a multiple of this)
 log = logging.getLogger(__name__)
 _traced: dict[tuple[str, str], object] = {}  # (weights hash, padding) -> dynamic-shape OpenVINO model
 _compiled: OrderedDict[tuple[str, int], object] = OrderedDict()  # (key digest, threads) -> compiled model
@@ -212,18 +213,19 @@ class OpenVinoSeqPAN(nn.Module):
     engine's batch (unique videos, an index per query) on bucketed shapes."""
 
     def __init__(self, model: SeqPAN, precision: str = "fp32", cache_dir: str | Path | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, warmup: bool | list[tuple[int, int, int, int, int]] = False):
         super().__init__()
-        dtype = next(model.parameters()).dtype
-        if dtype != torch.float32:
-            raise BackendError(f"the openvino backend compiles float32 models, got {dtype}")
-        if next(model.parameters()).device.type != "cpu":
+        if weights_dtype(model) != torch.float32:
+            raise BackendError(f"the openvino backend compiles float32 models, got {weights_dtype(model)}")
+        if weights_device(model).type != "cpu":
             raise BackendError("the openvino backend runs on CPU")
         self.model = model
         self.cfg = model.cfg
         self.options = {"precision": precision, "cache_dir": cache_dir, "threads": threads}
         runtime_precision(precision)  # fail now on a bad precision
         self.graphs: dict[str, CompiledGraphs] = {}
+        if warmup:
+            self.warm_up(common_shapes(self.cfg) if warmup is True else warmup)
 
     def compiled(self, padding: str) -> CompiledGraphs:
         if padding not in self.graphs:
@@ -255,12 +257,21 @@ class OpenVinoSeqPAN(nn.Module):
         noise = (torch.zeros(b, n, NUM_LABELS) if gumbel_noise is None else gumbel_noise[:, :n].float()).contiguous()
         rows = rows_bucket(b)
         out = self.compiled(padding)(*(pad_rows(t.contiguous(), rows) for t in (
-            inp.video.float(), inp.video_len, torch.arange(b), inp.word_ids, inp.char_ids, noise)))
+            inp.video.float(), inp.video_len.long(), torch.arange(b), inp.word_ids.long(), inp.char_ids.long(), noise)))
         start_logits, end_logits, match_logits, start_index, end_index, score = (t[:b] for t in out)
         return SeqPANOutput(start_logits, end_logits, match_logits, start_index, end_index, score, inp.video_mask)
 
 
+def common_shapes(cfg: SeqPANConfig) -> list[tuple[int, int, int, int, int]]:
+    """The shapes most single requests run at: one full-length video, one query of up to 8 or 16
+    words of up to 8 or 16 characters."""
+    clips = clip_bucket(cfg.max_pos_len, cfg.max_pos_len)
+    return [(1, 1, clips, word_bucket(words), char_bucket(chars)) for words in (8, 16) for chars in (8, 16)]
+
+
 def openvino_seqpan(model: SeqPAN, precision: str = "fp32", **options) -> OpenVinoSeqPAN:
-    """The `openvino` backend for `model` (options: cache_dir, threads)."""
+    """The `openvino` backend for `model`. Options: `cache_dir` (default $SEQPAN_CACHE_DIR/openvino or
+    ~/.cache/seqpan/openvino), `threads` (default: the cores this process may use), `warmup` (True:
+    compile `common_shapes` now; or a list of (videos, queries, clips, words, chars) shapes)."""
     openvino()
     return OpenVinoSeqPAN(model, precision, **options)

@@ -157,12 +157,14 @@ def test_disk_cache_serves_a_later_process_and_rebuilds_stale_or_corrupt_entries
     assert unreadable.status[SHAPE].startswith("built (cached model did not import")
 
 
-def test_warm_up_compiles_the_given_shapes(tmp_path):
+def test_warm_up_compiles_the_common_or_given_shapes(tmp_path):
     ob._compiled.clear()
-    backend = build_backend("openvino", MODEL, cache_dir=tmp_path)
-    backend.warm_up([SHAPE, (2, 4, 32, 8, 8)])
+    common = GroundingEngine(MODEL, WORD_DICT, CHAR_DICT, device="cpu", backend_options={"warmup": True,
+                                                                                         "cache_dir": tmp_path})
+    assert set(common.model.compiled("isolated").status) == {(1, 1, 32, w, c) for w in (8, 16) for c in (8, 16)}
+    backend = build_backend("openvino", MODEL, cache_dir=tmp_path, warmup=[SHAPE, (2, 4, 32, 8, 8)])
     assert set(backend.compiled("isolated").status) == {SHAPE, (2, 4, 32, 8, 8)}
-    assert len(list(tmp_path.glob("*.engine"))) == 2
+    assert len(list(tmp_path.glob("*.engine"))) == 6
 
 
 def test_missing_openvino_falls_back_to_the_reference_saying_so_once(monkeypatch, caplog):

@@ -234,13 +234,14 @@ class OpenVinoSeqPAN(nn.Module):
 
     def ground_batch(self, video: torch.Tensor, video_len: torch.Tensor, video_index: torch.Tensor,
                      word_ids: torch.Tensor, char_ids: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The engine's step (isolated padding): (start_index, end_index, score) per query."""
+        """The engine's step (isolated padding): start_index, end_index, score, start_logits, end_logits
+        per query, as GroundingEngine._forward returns them."""
         queries, videos = rows_bucket(len(video_index)), rows_bucket(len(video_len))
         out = self.compiled("isolated")(pad_rows(video, videos), pad_rows(video_len, videos),
                                         pad_rows(video_index, queries), pad_rows(word_ids, queries),
                                         pad_rows(char_ids, queries), pad_rows(noise, queries))
-        b = len(video_index)
-        return out[3][:b], out[4][:b], out[5][:b]
+        start_logits, end_logits, _, start_index, end_index, score = (t[: len(video_index)] for t in out)
+        return start_index, end_index, score, start_logits, end_logits
 
     def warm_up(self, shapes: list[tuple[int, int, int, int, int]], padding: str = "isolated") -> None:
         """Compile (or load from the disk cache) the given (videos, queries, clips, words, chars) shapes."""

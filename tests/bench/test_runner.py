@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 import torch
 
-from bench.report import headline_table, plot_latency, render_markdown, rows_table, speedups
+from bench.report import cpu_table, headline_table, plot_latency, render_markdown, rows_table, speedups
 from bench.runner import Bench, BenchOptions, engine_calls
 from bench.workloads import load_workload, model_inputs, random_model, requests
 from engine import GroundingEngine
@@ -40,10 +40,10 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One `seqpan bench --quick` on CPU."""
+    """One `seqpan bench --quick` on CPU (without the baselines that compile for minutes)."""
     out = tmp_path_factory.mktemp("bench")
     result = run_cli("bench", "--quick", "--device", "cpu", "--workloads", ",".join(QUICK_WORKLOADS),
-                     "--out", str(out))
+                     "--backends", ",".join(CPU_BACKENDS), "--out", str(out))
     return result, out
 
 
@@ -69,7 +69,7 @@ def test_quick_bench_writes_results_of_the_schema(quick_run):
         (w, b, n) for w in QUICK_WORKLOADS for b in CPU_BACKENDS for n in (1, 4))
     assert {r["workload"]: r["n_clips"] for r in rows} == {"charades": 64, "activitynet": 100}
     assert results["ratios"] == speedups(rows)
-    assert len(results["ratios"]) == 2 * 2 * 2  # workloads x batches x engine backends, one baseline
+    assert len(results["ratios"]) == 2 * 2 * 2 * 2  # workloads x batches x engine backends x (eager, fastest)
     assert {(b["workload"], b["concurrency"]) for b in results["batcher"]} == {
         (w, n) for w in QUICK_WORKLOADS for n in (1, 2)}
     shared = {(s["workload"], s["shared"]): s["videos"] for s in results["shared_video"]}
@@ -102,7 +102,9 @@ def test_a_spent_time_budget_skips_every_group(tmp_path):
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["rows"] == [] and "batcher" not in results
-    assert len(results["env"]["skipped"]) == 3 + 1  # three backends, then the batcher/shared-video group
+    # the rows group (every backend but reference-compile, timed in turn), the batcher/shared-video
+    # group, reference-compile
+    assert len(results["env"]["skipped"]) == 3
     assert all(s.endswith("time budget spent") for s in results["env"]["skipped"])
     assert (tmp_path / "results.md").exists() and not (tmp_path / "latency.png").exists()
 
@@ -121,19 +123,37 @@ def test_speedups_divide_the_baseline_p50_by_the_engine_p50():
     got = {(s["backend"], s["batch"], s["baseline"]): s["speedup"] for s in speedups(HAND_ROWS)}
     assert got == {("engine-auto", 8, "reference-eager"): 5.0, ("engine-auto", 8, "reference-compile"): 2.5,
                    ("engine-triton", 8, "reference-eager"): 2.5, ("engine-triton", 8, "reference-compile"): 1.25,
-                   ("engine-auto", 64, "reference-eager"): 10.0}
+                   ("engine-auto", 64, "reference-eager"): 10.0,
+                   ("engine-auto", 8, "fastest"): 2.5, ("engine-triton", 8, "fastest"): 1.25,
+                   ("engine-auto", 64, "fastest"): 10.0}  # over the fastest baseline of the same key
+    assert {s["fastest"] for s in speedups(HAND_ROWS) if s["baseline"] == "fastest"} == {"reference-compile",
+                                                                                          "reference-eager"}
     assert all(s["precision"] == "bf16" and s["workload"] == "charades" for s in speedups(HAND_ROWS))
 
 
 def test_rows_table_renders_every_row_with_its_speedups():
     lines = rows_table(HAND_ROWS).splitlines()
     assert lines[0] == ("| workload | precision | batch | backend | clips | words | p50 ms | p99 ms | queries/s "
-                        "| × eager | × compile |")
+                        "| × eager | × compile | × onnxruntime-dynamic | × openvino-dynamic | × fastest |")
     assert len(lines) == 2 + len(HAND_ROWS)
-    assert lines[2] == "| charades | bf16 | 8 | reference-eager | 64 | 12 | 10.000 | 15.000 | 800 | — | — |"
-    assert lines[4] == "| charades | bf16 | 8 | engine-auto | 64 | 12 | 2.000 | 3.000 | 4,000 | 5.00× | 2.50× |"
-    assert lines[7] == "| charades | bf16 | 64 | engine-auto | 64 | 12 | 3.000 | 4.500 | 21,333 | 10.00× | — |"
-    assert lines[8].endswith("| 1.000 | 1.500 | 8,000 | — | — |")
+    assert lines[2] == "| charades | bf16 | 8 | reference-eager | 64 | 12 | 10.000 | 15.000 | 800 | — | — | — | — | — |"
+    assert lines[4] == ("| charades | bf16 | 8 | engine-auto | 64 | 12 | 2.000 | 3.000 | 4,000 | 5.00× | 2.50× | — | — "
+                        "| 2.50× |")
+    assert lines[7] == ("| charades | bf16 | 64 | engine-auto | 64 | 12 | 3.000 | 4.500 | 21,333 | 10.00× | — | — | — "
+                        "| 10.00× |")
+    assert lines[8].endswith("| 1.000 | 1.500 | 8,000 | — | — | — | — | — |")
+
+
+def test_cpu_table_has_every_baseline_and_the_speedup_over_the_fastest():
+    rows = [_row("reference-eager", 10.0, batch=1, precision="fp32"), _row("onnxruntime-dynamic", 4.0, batch=1,
+                                                                        precision="fp32"),
+            _row("openvino-dynamic", 5.0, batch=1, precision="fp32"), _row("engine-auto", 2.0, batch=1, precision="fp32")]
+    lines = cpu_table({"env": {"gpu": None, "cpu": "AMD EPYC, 2 cores"}, "rows": rows}).splitlines()
+    assert "AMD EPYC, 2 cores" in lines[0]
+    assert lines[2] == ("| workload | precision | batch | reference-eager p50 ms | reference-compile p50 ms "
+                        "| onnxruntime-dynamic p50 ms | openvino-dynamic p50 ms | engine p50 ms | engine queries/s "
+                        "| × fastest other |")
+    assert lines[4] == "| charades | fp32 | 1 | 10.000 | — | 4.000 | 5.000 | 2.000 | 500 | 2.00× |"
 
 
 def test_headline_table_has_smallest_and_largest_batch_per_workload_and_precision():

@@ -99,7 +99,9 @@ def environment(device: torch.device) -> dict:
             "device": str(device),
             "cpu": cpu_description(),
             "torch": torch.__version__, "cuda": torch.version.cuda, "triton": triton_version,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d"),
             "timing": "CUDA events per call after warm-up" if on_gpu
             else "time.perf_counter per call after warm-up (CPU: not a GPU result)"}

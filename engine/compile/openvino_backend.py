@@ -267,7 +267,8 @@ def common_shapes(cfg: SeqPANConfig) -> list[tuple[int, int, int, int, int]]:
     """The shapes most single requests run at: one full-length video, one query of up to 8 or 16
     words of up to 8 or 16 characters."""
     clips = clip_bucket(cfg.max_pos_len, cfg.max_pos_len)
-    return [(1, 1, clips, word_bucket(words), char_bucket(chars)) for words in (8, 16) for chars in (8, 16)]
+    return [(1, 1, clips, word_bucket(words, cfg.max_pos_len), char_bucket(chars)) for words in (8, 16)
+            for chars in (8, 16)]
 
 
 def openvino_seqpan(model: SeqPAN, precision: str = "fp32", **options) -> OpenVinoSeqPAN:

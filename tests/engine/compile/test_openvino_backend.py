@@ -61,7 +61,7 @@ def ragged_requests(seed: int) -> list[GroundingRequest]:
     videos = [rng.standard_normal((n, CFG.visual_dim)).astype(np.float32) for n in (1, CFG.max_pos_len, 70, 5, 23)]
     requests = []
     for i in range(23):
-        words = " ".join(rng.choice(WORDS + ["zebra"], size=int(rng.choice([1, 3, 9, 14, 40])))))  # 40 > max_pos_len
+        words = " ".join(rng.choice(WORDS + ["zebra"], size=int(rng.choice([1, 3, 9, 14, 40]))))  # 40 > max_pos_len
         v = int(rng.integers(len(videos)))
         requests.append(GroundingRequest(videos[v], words, duration=30.0, video_id=f"v{v}", id=i))
     return requests

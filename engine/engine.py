@@ -189,7 +189,9 @@ class GroundingEngine:
         results = []
         for i, p in enumerate(items):
             s, e = int(start[i]), int(end[i])
-            t0, t1 = index_to_time(s, e, p.features.shape[0], p.duration)
+            # a non-finite score may come with any indices (a NaN's argmax is up to the backend)
+            finite = math.isfinite(float(score[i]))
+            t0, t1 = index_to_time(s, e, p.features.shape[0], p.duration) if finite else (math.nan, math.nan)
             if not all(math.isfinite(x) for x in (t0, t1, float(score[i]))):
                 results.append(GroundingResult(None, error="the model gave a non-finite score for this request "
                                                            "(NaN/inf weights, or an activation overflowed)"))

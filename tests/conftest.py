@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def golden_paths() -> list[Path]:
 def pytest_configure(config):
     # compiled models (OpenVINO, TensorRT) go to one folder per test session, never the user's cache
     os.environ["SEQPAN_CACHE_DIR"] = tempfile.mkdtemp(prefix="seqpan-test-cache-")
+    config.add_cleanup(lambda: shutil.rmtree(os.environ.pop("SEQPAN_CACHE_DIR"), ignore_errors=True))
     config.addinivalue_line("markers", "cuda: needs an NVIDIA GPU (run by bench/gpu_check.sh)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds on CPU")
 

@@ -35,15 +35,35 @@ def cast(x, dtype):
 
 
 @device_fn
+def tf32_bits(x, ROUND: tl.constexpr):
+    """fp32 x with the 13 mantissa bits TF32 drops cleared: rounded to nearest (ties away from
+    zero, as cvt.rna.tf32.f32) when ROUND, truncated otherwise (what a tensor core does with
+    the fp32 operands of a TF32 dot: it ignores those bits)."""
+    bits = x.to(tl.uint32, bitcast=True)
+    if ROUND:
+        bits += 0x1000
+    return (bits & 0xFFFFE000).to(tl.float32, bitcast=True)
+
+
+@device_fn
 def mm(a, b, PREC: tl.constexpr):
     """a @ b with `a` rounded to b's dtype and fp32 accumulation.
 
+    TF32 (PREC "tf32"): both operands are rounded to TF32 first; the tensor core would truncate
+    them, which biases every product towards zero (measured: 3-4x the error of rounding, over the
+    1e-3 bound on SGPA and CQA). The interpreter computes its dots in IEEE fp32, so there the
+    truncation is emulated, making the CPU tests check the accuracy a GPU gets.
     The interpreter's tl.dot gives garbage on bf16 operands, so there both operands (already
     rounded) are upcast to fp32, which is exact; compiled, the dot runs on b's dtype.
     """
     a = cast(a, b.dtype)
+    if PREC == "tf32":
+        a, b = tf32_bits(a, True), tf32_bits(b, True)
     if INTERPRET:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+        a, b = a.to(tl.float32), b.to(tl.float32)
+        if PREC == "tf32":
+            a, b = tf32_bits(a, False), tf32_bits(b, False)
+        return tl.dot(a, b, input_precision="ieee")
     else:
         return tl.dot(a, b, input_precision=PREC)
 
@@ -60,17 +80,35 @@ def matmul(a, w_ptr, scratch_ptr, D: tl.constexpr, PREC: tl.constexpr, STAGE: tl
     if STAGE:
         rows = tl.arange(0, a.shape[0])
         cols = tl.arange(0, D)
-        chunk = tl.arange(0, STAGE_K)
+        chunk = tl.arange(0, STAGE_K if STAGE_K < D else D)  # a chunk never reaches past row D
         tl.debug_barrier()  # earlier readers of the scratch are done
         tl.store(scratch_ptr + rows[:, None] * D + cols[None, :], a)
         tl.debug_barrier()
         acc = tl.zeros([a.shape[0], D], tl.float32)
-        for k in range(0, D, STAGE_K):
+        for k in range(0, D, STAGE_K if STAGE_K < D else D):
             a_k = tl.load(scratch_ptr + rows[:, None] * D + k + chunk[None, :])
             acc += mm(a_k, tl.load(w_ptr + (k + chunk)[:, None] * D + cols[None, :]), PREC)
         return acc
     else:
         return mm(a, load_matrix(w_ptr, D, D, D), PREC)
+
+
+@device_fn
+def online_softmax_step(score, ok, in_range, m, l, AXIS: tl.constexpr):
+    """One block of a masked softmax along AXIS, computed online (flash-attention style).
+
+    score: the block's fp32 scores; entries where `ok` is false get the original's mask value
+    (-1e30) and entries past the sequence (`in_range` false) are left out (both broadcast to
+    score). m, l: the running maximum and sum (score's shape without AXIS; start at -inf and 0).
+    Returns (p, alpha, m, l): the block's unnormalised probabilities, the factor that rescales
+    what was accumulated before (acc = acc * alpha + p @ values), the new maximum and sum; the
+    softmax-weighted sum is acc / l after the last block.
+    """
+    score = tl.where(in_range, tl.where(ok, score, MASK_VALUE), float("-inf"))
+    m_new = tl.maximum(m, tl.max(score, AXIS))
+    alpha = tl.exp(m - m_new)
+    p = tl.exp(score - tl.expand_dims(m_new, AXIS))
+    return p, alpha, m_new, l * alpha + tl.sum(p, AXIS)
 
 
 @device_fn
@@ -110,21 +148,8 @@ def load_vector(ptr, D: tl.constexpr):
     return tl.load(ptr + tl.arange(0, D)).to(tl.float32)
 
 
-def block_size(n: int, cap: int, floor: int = 16) -> int:
-    """Smallest power of two >= n, clamped to [floor, cap] (tl.dot needs 16 or more)."""
-    return max(floor, min(cap, triton.next_power_of_2(n)))
-
-
 def dot_precision(allow_tf32: bool) -> str:
     return "tf32" if allow_tf32 else "ieee"
-
-
-def use_staging(stage: bool | None, dtype: torch.dtype, precision: str) -> bool:
-    """Whether weight matmuls go through scratch (see `matmul`): by default for compiled IEEE fp32
-    (the interpreter has no compile time to save, and the tests ask for staging explicitly)."""
-    if stage is None:
-        return dtype == torch.float32 and precision == "ieee" and not INTERPRET
-    return stage
 
 
 def scratch(stage: bool, programs: int, rows: int, dim: int, like: torch.Tensor) -> torch.Tensor:

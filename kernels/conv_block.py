@@ -18,7 +18,6 @@ from reference.conv_block import ConvBlock
 
 from .common import (
     PackedWeights,
-    block_size,
     check_dim,
     dot_precision,
     layer_norm,
@@ -28,8 +27,8 @@ from .common import (
     matmul,
     scratch,
     store_rows,
-    use_staging,
 )
+from .settings import Settings, calculate_settings
 
 
 @triton.jit
@@ -68,11 +67,12 @@ def _conv_block_kernel(x_ptr, mask_ptr, dw_ptr, w_ptr, vec_ptr, out_ptr, s, N, S
 class FusedConvBlock(nn.Module):
     """Drop-in for a `ConvBlock` (inference only): same forward, the block's own parameters.
 
-    stage: staged pointwise matmuls (`kernels.common.matmul`); None stages compiled IEEE fp32 ones.
+    tile_rows, stage, num_warps: what to ask `kernels.settings.calculate_settings` for (None: its
+    default); tile_rows caps the rows of a tile, stage asks for staged pointwise matmuls.
     """
 
-    def __init__(self, block: ConvBlock, allow_tf32: bool = False, tile_rows: int = 64, stage: bool | None = None,
-                 num_warps: int = 8):
+    def __init__(self, block: ConvBlock, allow_tf32: bool = False, tile_rows: int | None = None,
+                 stage: bool | None = None, num_warps: int | None = None):
         super().__init__()
         dim, kernel = block.convs[0].depthwise.shape[0], block.convs[0].depthwise.shape[-1]
         check_dim(dim)
@@ -80,7 +80,7 @@ class FusedConvBlock(nn.Module):
             raise ValueError(f"the depthwise kernel must have odd width, got {kernel}")
         self.block = block
         self.precision = dot_precision(allow_tf32)
-        self.tile_rows, self.stage, self.num_warps = tile_rows, stage, num_warps
+        self.dim, self.tile_rows, self.stage, self.num_warps = dim, tile_rows, stage, num_warps
         self._weights = PackedWeights(block, self._pack)
 
     def _pack(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
@@ -90,12 +90,18 @@ class FusedConvBlock(nn.Module):
         vectors = torch.stack([torch.stack([n.weight, n.bias, c.pointwise.bias]) for n, c in zip(norms, convs)])
         return depthwise, pointwise, vectors.detach().float()  # vectors: [L, 3, D]
 
+    def settings(self, dtype: torch.dtype) -> Settings:
+        """The launch settings for `dtype` inputs."""
+        return calculate_settings("conv_block", dtype, self.precision, self.dim, rows=self.tile_rows, stage=self.stage,
+                                  num_warps=self.num_warps)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, d = x.shape
         depthwise, pointwise, vectors = self._weights.get(x.dtype)
         layers, kernel = depthwise.shape[:2]
         x = x.contiguous()
-        r = block_size(n, self.tile_rows)
+        settings = self.settings(x.dtype)
+        r = settings.row_block(n)
         halo = 0 if n <= r else layers * (kernel // 2)
         stride = r - 2 * halo
         if stride < 1:
@@ -103,8 +109,8 @@ class FusedConvBlock(nn.Module):
         out = torch.empty_like(x)
         mask_arg = x if mask is None else mask.contiguous()  # unused without a mask
         grid = (triton.cdiv(n, stride), b)
-        stage = use_staging(self.stage, x.dtype, self.precision)
+        stage = settings.stage
         _conv_block_kernel[grid](x, mask_arg, depthwise, pointwise, vectors, out, scratch(stage, grid[0] * b, r, d, x),
                                  n, stride, halo, d, r, kernel, layers, mask is not None, self.precision, stage,
-                                 self.block.norms[0].eps, num_warps=self.num_warps)
+                                 self.block.norms[0].eps, **settings.launch)
         return out

@@ -20,9 +20,7 @@ from torch import nn
 from reference.cqa import ContextQueryAttention, PoolConcat
 
 from .common import (
-    MASK_VALUE,
     PackedWeights,
-    block_size,
     cast,
     check_dim,
     device_fn,
@@ -33,10 +31,11 @@ from .common import (
     loop_bound,
     matmul,
     mm,
+    online_softmax_step,
     scratch,
     store_rows,
-    use_staging,
 )
+from .settings import Settings, calculate_settings
 
 
 @device_fn
@@ -64,14 +63,9 @@ def _column_context(q, c_ptr, cm_ptr, LC, vec_ptr, D: tl.constexpr, BQ: tl.const
         in_range = rows < LC
         c = load_rows(c_ptr, rows, LC, D)
         row_ok = tl.load(cm_ptr + rows, mask=in_range, other=0) != 0
-        s = tl.where(row_ok[:, None], _similarity(c, q, wc, wq, wm, dt, PREC), MASK_VALUE)
-        s = tl.where(in_range[:, None], s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 0))
-        alpha = tl.exp(m - m_new)
-        p = tl.exp(s - m_new[None, :])
-        l = l * alpha + tl.sum(p, 0)
+        p, alpha, m, l = online_softmax_step(_similarity(c, q, wc, wq, wm, dt, PREC), row_ok[:, None],
+                                             in_range[:, None], m, l, 0)
         acc = acc * alpha[:, None] + mm(tl.trans(p), cast(c, dt), PREC)
-        m = m_new
     return acc / l[:, None]
 
 
@@ -109,15 +103,9 @@ def _cqa_kernel(c_ptr, q_ptr, cm_ptr, qm_ptr, t_ptr, vec_ptr, w_ptr, out_ptr, sc
         else:
             t = _column_context(q, c_ptr, cm_ptr, LC, vec_ptr, D, BQ, BT, PREC)
         key_ok = tl.load(qm_ptr + cols, mask=in_range, other=0) != 0
-        sim = tl.where(key_ok[None, :], sim, MASK_VALUE)
-        sim = tl.where(in_range[None, :], sim, float("-inf"))
-        m_new = tl.maximum(m, tl.max(sim, 1))
-        alpha = tl.exp(m - m_new)
-        p = tl.exp(sim - m_new[:, None])
-        l = l * alpha + tl.sum(p, 1)
+        p, alpha, m, l = online_softmax_step(sim, key_ok[None, :], in_range[None, :], m, l, 1)
         c2q = c2q * alpha[:, None] + mm(p, cast(q, dt), PREC)
         q2c = q2c * alpha[:, None] + mm(p, cast(t, dt), PREC)
-        m = m_new
     c2q = c2q / l[:, None]
     q2c = q2c / l[:, None]
     out = matmul(c, w_ptr, s, D, PREC, STAGE) + matmul(c2q, w_ptr + D * D, s, D, PREC, STAGE)
@@ -139,15 +127,16 @@ def _column_context_kernel(c_ptr, q_ptr, cm_ptr, vec_ptr, t_ptr, LC, LQ, D: tl.c
 class FusedCQA(nn.Module):
     """Drop-in for a `ContextQueryAttention` (inference only): same forward, its own parameters.
 
-    block_rows caps the context rows a program owns: by default 32 for fp32 (fp32 dots stage their
-    operands in shared memory) and 64 otherwise; block_words the words of one similarity block.
-    t: "auto" computes T = S_cᵀ·C inside the main kernel when one program covers a sample's
-    context and in a separate launch otherwise; "inline" / "pre" force one way. stage: staged
-    weight matmuls (`kernels.common.matmul`); None stages compiled IEEE fp32 ones.
+    block_rows caps the context rows a program owns and block_words the words of one similarity
+    block, stage asks for staged weight matmuls (`kernels.common.matmul`), num_warps the warps: what
+    to ask `kernels.settings.calculate_settings` for (None: its default). t: "auto" computes
+    T = S_cᵀ·C inside the main kernel when one program covers a sample's context and in a
+    separate launch otherwise; "inline" / "pre" force one way.
     """
 
     def __init__(self, cqa: ContextQueryAttention, allow_tf32: bool = False, block_rows: int | None = None,
-                 block_words: int = 32, t: str = "auto", stage: bool | None = None, num_warps: int = 8):
+                 block_words: int | None = None, t: str = "auto", stage: bool | None = None,
+                 num_warps: int | None = None):
         super().__init__()
         if t not in ("auto", "inline", "pre"):
             raise ValueError(f"t must be auto, inline or pre, got {t!r}")
@@ -163,6 +152,11 @@ class FusedCQA(nn.Module):
         vectors = torch.stack([self.cqa.w_context, self.cqa.w_query, self.cqa.w_mul]).detach().float()
         return vectors, linear_t(self.cqa.dense, dtype).reshape(4, d, d)
 
+    def settings(self, dtype: torch.dtype) -> Settings:
+        """The launch settings for `dtype` inputs."""
+        return calculate_settings("cqa", dtype, self.precision, self.cqa.w_context.shape[0], self.block_rows,
+                                  self.block_words, self.stage, self.num_warps)
+
     def forward(self, c: torch.Tensor, q: torch.Tensor, c_mask: torch.Tensor,
                 q_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Query-aware context [B, N, D] and the raw similarity [B, N, M], as the reference."""
@@ -170,19 +164,19 @@ class FusedCQA(nn.Module):
         lq = q.shape[1]
         vectors, weights = self._weights.get(c.dtype)
         c, q, c_mask, q_mask = c.contiguous(), q.contiguous(), c_mask.contiguous(), q_mask.contiguous()
-        rows_cap = self.block_rows or (32 if c.dtype == torch.float32 else 64)
-        bc, bq, bt = block_size(lc, rows_cap), block_size(lq, self.block_words), block_size(lc, rows_cap)
+        settings = self.settings(c.dtype)
+        bc, bq, bt = settings.row_block(lc), settings.key_block(lq), settings.row_block(lc)
         grid = (triton.cdiv(lc, bc), b)
         pre = self.t == "pre" or (self.t == "auto" and grid[0] > 1)
         t = torch.empty(b, lq, d, device=c.device, dtype=torch.float32) if pre else c
         if pre:
             _column_context_kernel[(triton.cdiv(lq, bq), b)](c, q, c_mask, vectors, t, lc, lq, d, bq, bt,
-                                                             self.precision, num_warps=self.num_warps)
+                                                             self.precision, **settings.launch)
         out = torch.empty_like(c)
         score = torch.empty(b, lc, lq, device=c.device, dtype=c.dtype)
-        stage = use_staging(self.stage, c.dtype, self.precision)
+        stage = settings.stage
         _cqa_kernel[grid](c, q, c_mask, q_mask, t, vectors, weights, out, score, scratch(stage, grid[0] * b, bc, d, c),
-                          lc, lq, d, bc, bq, bt, pre, self.precision, stage, num_warps=self.num_warps)
+                          lc, lq, d, bc, bq, bt, pre, self.precision, stage, **settings.launch)
         return out, score
 
 
@@ -203,14 +197,9 @@ def _pool_concat_kernel(x_ptr, y_ptr, ym_ptr, pw_ptr, w_ptr, bias_ptr, out_ptr, 
         in_range = cols < M
         y = load_rows(y_ptr, cols, M, D)
         ok = tl.load(ym_ptr + cols, mask=in_range, other=0) != 0
-        logit = tl.where(ok, tl.sum(y * pw[None, :], 1), MASK_VALUE)
-        logit = tl.where(in_range, logit, float("-inf"))
-        m_new = tl.maximum(m, tl.max(logit, 0))
-        alpha = tl.exp(m - m_new)
-        p = tl.exp(logit - m_new)
-        l = l * alpha + tl.sum(p, 0)
-        pooled = pooled * alpha + tl.sum(p[:, None] * y, 0)
-        m = m_new
+        logit = tl.sum(y * pw[None, :], 1)[None, :]  # [1, BM]: one row of scores
+        p, alpha, m, l = online_softmax_step(logit, ok[None, :], in_range[None, :], m, l, 1)
+        pooled = pooled * alpha + tl.sum(tl.trans(p) * y, 0)
     pooled = tl.broadcast_to((pooled / l)[None, :], [BN, D])  # every row's copy of the summary
     rows = tl.program_id(0) * BN + tl.arange(0, BN)
     out = matmul(load_rows(x_ptr + b * N * D, rows, N, D), w_ptr, s, D, PREC, STAGE)
@@ -221,11 +210,13 @@ def _pool_concat_kernel(x_ptr, y_ptr, ym_ptr, pw_ptr, w_ptr, bias_ptr, out_ptr, 
 class FusedPoolConcat(nn.Module):
     """Drop-in for a `PoolConcat` (inference only): same forward, its own parameters.
 
-    stage: staged weight matmuls (`kernels.common.matmul`); None stages compiled IEEE fp32 ones.
+    block_rows caps the rows a program owns and block_words the words of one pooling step, stage
+    asks for staged weight matmuls, num_warps the warps: what to ask
+    `kernels.settings.calculate_settings` for (None: its default).
     """
 
-    def __init__(self, pool: PoolConcat, allow_tf32: bool = False, block_rows: int = 64, block_words: int = 64,
-                 stage: bool | None = None, num_warps: int = 8):
+    def __init__(self, pool: PoolConcat, allow_tf32: bool = False, block_rows: int | None = None,
+                 block_words: int | None = None, stage: bool | None = None, num_warps: int | None = None):
         super().__init__()
         check_dim(pool.pool_weight.shape[0])
         self.pool = pool
@@ -238,16 +229,22 @@ class FusedPoolConcat(nn.Module):
         return (self.pool.pool_weight.detach().float(), linear_t(self.pool.dense, dtype).reshape(2, d, d),
                 self.pool.dense.bias.detach().float())
 
+    def settings(self, dtype: torch.dtype) -> Settings:
+        """The launch settings for `dtype` inputs."""
+        return calculate_settings("pool_concat", dtype, self.precision, self.pool.pool_weight.shape[0],
+                                  self.block_rows, self.block_words, self.stage, self.num_warps)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor, y_mask: torch.Tensor) -> torch.Tensor:
+        """[x, pooled(y)] @ W + bias for x [B, N, D] and the masked query y [B, M, D], as the reference."""
         b, n, d = x.shape
         m = y.shape[1]
         pool_weight, weights, bias = self._weights.get(x.dtype)
         x, y, y_mask = x.contiguous(), y.contiguous(), y_mask.contiguous()
         out = torch.empty_like(x)
-        bn = block_size(n, self.block_rows)
+        settings = self.settings(x.dtype)
+        bn = settings.row_block(n)
         grid = (triton.cdiv(n, bn), b)
-        stage = use_staging(self.stage, x.dtype, self.precision)
+        stage = settings.stage
         _pool_concat_kernel[grid](x, y, y_mask, pool_weight, weights, bias, out, scratch(stage, grid[0] * b, bn, d, x),
-                                  n, m, d, bn, block_size(m, self.block_words), self.precision, stage,
-                                  num_warps=self.num_warps)
+                                  n, m, d, bn, settings.key_block(m), self.precision, stage, **settings.launch)
         return out

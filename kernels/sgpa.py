@@ -19,9 +19,7 @@ from torch import nn
 from reference.sgpa import SGPALayer
 
 from .common import (
-    MASK_VALUE,
     PackedWeights,
-    block_size,
     cast,
     check_dim,
     device_fn,
@@ -33,10 +31,11 @@ from .common import (
     loop_bound,
     matmul,
     mm,
+    online_softmax_step,
     scratch,
     store_rows,
-    use_staging,
 )
+from .settings import Settings, calculate_settings
 
 # Rows of the packed [16, D, D] weight ([in, out] each) ...
 W_Q, W_FK, W_TK, W_SD, W_XD, W_SG, W_XG, W_GD = (tl.constexpr(i) for i in (0, 1, 3, 5, 6, 7, 8, 9))
@@ -84,14 +83,9 @@ def _attend(q, row_ok, src_ptr, kv_ptr, kmask_ptr, L, w, v, s, KW: tl.constexpr,
             value = cast(_linear(kn, w, v, s, KW + 1, V_BIAS + KW + 1, D, PREC, STAGE), dt)
         score = mm(q, tl.permute(tl.reshape(key, [BK, H, HS]), [1, 2, 0]), PREC)  # [H, BN, BK]
         key_ok = tl.load(kmask_ptr + cols, mask=in_range, other=0) != 0
-        score = tl.where(row_ok[None, :, None] & key_ok[None, None, :], score, MASK_VALUE)
-        score = tl.where(in_range[None, None, :], score, float("-inf"))
-        m_new = tl.maximum(m, tl.max(score, 2))
-        alpha = tl.exp(m - m_new)
-        p = tl.exp(score - m_new[:, :, None])
-        l = l * alpha + tl.sum(p, 2)
+        p, alpha, m, l = online_softmax_step(score, row_ok[None, :, None] & key_ok[None, None, :],
+                                             in_range[None, None, :], m, l, 2)
         acc = acc * alpha[:, :, None] + mm(p, tl.permute(tl.reshape(value, [BK, H, HS]), [1, 0, 2]), PREC)
-        m = m_new
     return tl.reshape(tl.permute(acc / l[:, :, None], [1, 0, 2]), [BN, D])
 
 
@@ -156,15 +150,15 @@ def _ln_kv_kernel(x_ptr, w, v, kv_ptr, s, L, KW: tl.constexpr, LN: tl.constexpr,
 class FusedSGPALayer(nn.Module):
     """Drop-in for an `SGPALayer` (inference only): same forward, the layer's own parameters.
 
-    block_rows / block_keys cap the query-row and key blocks; by default 32 for fp32 (fp32 dots
-    stage their operands, [heads, rows, keys] probabilities included, in shared memory) and 64
-    otherwise. kv: "auto" projects keys/values inside the attention kernel when one row block
-    covers the sequence and in a separate launch otherwise; "inline" / "pre" force one way.
-    stage: staged weight matmuls (`kernels.common.matmul`); None stages compiled IEEE fp32 ones.
+    block_rows / block_keys cap the query-row and key blocks, stage asks for staged weight matmuls
+    (`kernels.common.matmul`), num_warps the warps: what to ask `kernels.settings.calculate_settings`
+    for (None: its default). kv: "auto" projects keys/values inside the attention kernel when one
+    row block covers the sequence and in a separate launch otherwise; "inline" / "pre" force one way.
     """
 
     def __init__(self, layer: SGPALayer, allow_tf32: bool = False, block_rows: int | None = None,
-                 block_keys: int | None = None, kv: str = "auto", stage: bool | None = None, num_warps: int = 8):
+                 block_keys: int | None = None, kv: str = "auto", stage: bool | None = None,
+                 num_warps: int | None = None):
         super().__init__()
         if kv not in ("auto", "inline", "pre"):
             raise ValueError(f"kv must be auto, inline or pre, got {kv!r}")
@@ -187,17 +181,18 @@ class FusedSGPALayer(nn.Module):
                                                 layer.dense_2.bias]
         return weights, torch.stack([t.detach().float() for t in norms + biases])
 
-    def _blocks(self, dtype: torch.dtype) -> tuple[int, int]:
-        default = 32 if dtype == torch.float32 else 64
-        return self.block_rows or default, self.block_keys or default
+    def settings(self, dtype: torch.dtype) -> Settings:
+        """The launch settings for `dtype` inputs."""
+        return calculate_settings("sgpa", dtype, self.precision, self.layer.dense_1.in_features, self.block_rows,
+                                  self.block_keys, self.stage, self.num_warps)
 
-    def _project_kv(self, x: torch.Tensor, weights, vectors, stage: bool, kw: int, ln: int) -> torch.Tensor:
+    def _project_kv(self, x: torch.Tensor, weights, vectors, settings: Settings, kw: int, ln: int) -> torch.Tensor:
         b, n, d = x.shape
         kv = torch.empty(b, n, 2 * d, device=x.device, dtype=x.dtype)
-        br = block_size(n, self._blocks(x.dtype)[0])
+        br = settings.row_block(n)
         grid = (triton.cdiv(n, br), b)
-        _ln_kv_kernel[grid](x, weights, vectors, kv, scratch(stage, grid[0] * b, br, d, x), n, kw, ln, d, br,
-                            self.precision, stage, self.layer.norm_1.eps, num_warps=self.num_warps)
+        _ln_kv_kernel[grid](x, weights, vectors, kv, scratch(settings.stage, grid[0] * b, br, d, x), n, kw, ln, d, br,
+                            self.precision, settings.stage, self.layer.norm_1.eps, **settings.launch)
         return kv
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor) -> torch.Tensor:
@@ -206,14 +201,14 @@ class FusedSGPALayer(nn.Module):
         m = y.shape[1]
         weights, vectors = self._weights.get(x.dtype)
         x, y, x_mask, y_mask = x.contiguous(), y.contiguous(), x_mask.contiguous(), y_mask.contiguous()
-        stage = use_staging(self.stage, x.dtype, self.precision)
-        rows_cap, keys_cap = self._blocks(x.dtype)
-        bn, bkx, bky = block_size(n, rows_cap), block_size(n, keys_cap), block_size(m, keys_cap)
+        settings = self.settings(x.dtype)
+        stage = settings.stage
+        bn, bkx, bky = settings.row_block(n), settings.key_block(n), settings.key_block(m)
         grid = (triton.cdiv(n, bn), b)
         pre = self.kv == "pre" or (self.kv == "auto" and grid[0] > 1)
         if pre:
-            kvx = self._project_kv(x, weights, vectors, stage, W_FK.value, V_N1.value)
-            kvy = self._project_kv(y, weights, vectors, stage, W_TK.value, V_NT.value)
+            kvx = self._project_kv(x, weights, vectors, settings, W_FK.value, V_N1.value)
+            kvy = self._project_kv(y, weights, vectors, settings, W_TK.value, V_NT.value)
         else:
             kvx, kvy = x, y  # unused
         rows = bn if pre else max(bn, bkx, bky)  # inline K/V projections stage key blocks too
@@ -222,5 +217,5 @@ class FusedSGPALayer(nn.Module):
         _sgpa_kernel[grid](x, y, x_mask, y_mask, kvx, kvy, weights, vectors, out,
                            scratch(stage, grid[0] * b, rows, d, x), n, m, d, hs, self.num_heads, bn, bkx, bky, rows,
                            pre, self.precision, stage, self.layer.norm_1.eps, 1.0 / math.sqrt(hs),
-                           num_warps=self.num_warps)
+                           **settings.launch)
         return out

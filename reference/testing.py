@@ -41,3 +41,13 @@ def random_model(cfg: SeqPANConfig, seed: int = 0, dtype: torch.dtype = torch.fl
 def ragged_mask(lengths: list[int], max_len: int | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
     """[B, max_len] bool mask with the first lengths[b] positions set."""
     return length_mask(torch.tensor(lengths, device=device), max_len or max(lengths))
+
+
+def random_lengths(batch: int, longest: int, gen: torch.Generator) -> list[int]:
+    """`batch` sequence lengths in [1, longest]: a length-1 one and a full one whenever the batch
+    has room, the rest random (ragged), in random order."""
+    lengths = torch.randint(1, longest + 1, (batch,), generator=gen).tolist()
+    lengths[0] = longest
+    if batch > 1:
+        lengths[1] = 1
+    return [lengths[i] for i in torch.randperm(batch, generator=gen).tolist()]

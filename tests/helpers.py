@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from reference.config import SeqPANConfig
+from reference.ops import relative_error
 
 
 def small_config(**overrides) -> SeqPANConfig:
@@ -39,6 +40,23 @@ def sample_alone(batch: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tens
     width = max(4, int((chars != 0).sum(-1).max()))
     return {"video": batch["video"][i : i + 1, :vl], "video_len": batch["video_len"][i : i + 1],
             "word_ids": batch["word_ids"][i : i + 1, :ql], "char_ids": chars[:, :, :width]}
+
+
+def sample_errors(out: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None) -> list[float]:
+    """The relative error of each sample (dim 0) on its own, over its positions that `mask`
+    ([B, N]) sets, or all of them."""
+    return [relative_error(out[i], ref[i], None if mask is None else mask[i]) for i in range(out.shape[0])]
+
+
+def assert_samples_close(out: torch.Tensor, ref: torch.Tensor, tolerance: float, mask: torch.Tensor | None = None,
+                         what: str = "output") -> None:
+    """Every sample within `tolerance` of the reference, over its valid positions (`mask`) and over
+    all positions, so that one bad sample (a short one among long ones) cannot hide in the batch."""
+    for where, m in (("valid positions", mask), ("all positions", None)):
+        errors = sample_errors(out, ref, m)
+        worst = max(range(len(errors)), key=errors.__getitem__)
+        assert errors[worst] <= tolerance, (f"{what}, {where}: sample {worst} of {len(errors)} has relative error "
+                                            f"{errors[worst]:.3g} > {tolerance:g}")
 
 
 class CliResult:

@@ -66,8 +66,9 @@ step block-benchmarks 45 python3 -m pytest bench -q -p no:cacheprovider --benchm
 	--benchmark-max-time=0.1 --benchmark-min-rounds=10 --benchmark-columns=median,iqr,rounds
 if [[ -f bench/kernel_timing.py ]]; then
 	# --no-compile: compiling each block's reference would not fit the budget (run it alone for that)
-	# Triton compiles every kernel variant first (~10 s each): bf16 only here
-	step kernel-timing 60 python3 -m bench.kernel_timing --no-compile --dtypes bf16 --iters 50 \
+	# Triton compiles every kernel variant first (~10 s each): bf16 only here, with the default blocks
+	# and with every block capped at 32 (fewer spills: bench/results/kernel-resources-sm90.md)
+	step kernel-timing 90 python3 -m bench.kernel_timing --no-compile --dtypes bf16 --iters 50 --block-caps 32 \
 		--out "$out/kernel_timing.json"
 fi
 if [[ -f bench/localizer_timing.py ]]; then

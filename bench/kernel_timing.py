@@ -145,9 +145,23 @@ def fused_error(case: Case) -> float:
     return max(errors)
 
 
+def block_options(block: str, cap: int) -> dict:
+    """Fused-module options capping every block (rows, keys / words, conv tile rows) at `cap`."""
+    if block == "conv_block":
+        return dict(tile_rows=cap)
+    if block == "sgpa":
+        return dict(block_rows=cap, block_keys=cap)
+    return dict(block_rows=cap, block_words=cap) if block in ("cqa", "pool_concat") else {}
+
+
 def run(shape: Shape = Shape(), dtypes: tuple[str, ...] = ("bf16", "fp32"), blocks: tuple[str, ...] = BLOCKS,
-        compile_reference: bool = True, warmup: int = 20, iters: int = 100, device: str = "cuda") -> dict:
-    """Time every block × dtype × {reference eager, reference compiled, fused}; return a JSON-able dict."""
+        compile_reference: bool = True, warmup: int = 20, iters: int = 100, device: str = "cuda",
+        block_caps: tuple[int, ...] = ()) -> dict:
+    """Time every block × dtype × {reference eager, reference compiled, fused}; return a JSON-able dict.
+
+    block_caps: also time the fused blocks with every block capped at each of these sizes (as
+    kernels.settings clamps them), under `fused_capped` (e.g. smaller blocks that spill less).
+    """
     import triton
 
     rows = []
@@ -160,10 +174,18 @@ def run(shape: Shape = Shape(), dtypes: tuple[str, ...] = ("bf16", "fp32"), bloc
             if compile_reference:
                 impls["reference_compiled"] = torch.compile(case.reference)
             row = dict(block=block, dtype=dtype_name, **cost, fused_rel_error=fused_error(case))
+
+            def timed(fn, args=case.args) -> dict:
+                ms = time_calls(lambda: fn(*args), torch.device(device), warmup, 1, iters)[0]
+                return dict(ms=ms, gb_per_s=cost["bytes"] / ms / 1e6, tflop_per_s=cost["flops"] / ms / 1e9)
+
             with torch.no_grad():
                 for name, fn in impls.items():
-                    ms = time_calls(lambda fn=fn, args=case.args: fn(*args), torch.device(device), warmup, 1, iters)[0]
-                    row[name] = dict(ms=ms, gb_per_s=cost["bytes"] / ms / 1e6, tflop_per_s=cost["flops"] / ms / 1e9)
+                    row[name] = timed(fn)
+                for cap in block_caps if block_options(block, 16) else ():
+                    capped = build_case(block, shape, dtype, device, **block_options(block, cap))
+                    row.setdefault("fused_capped", {})[str(cap)] = dict(**timed(capped.fused),
+                                                                        rel_error=fused_error(capped))
             for name in impls.keys() - {"fused"}:
                 row[f"speedup_vs_{name}"] = row[name]["ms"] / row["fused"]["ms"]
             rows.append(row)
@@ -175,11 +197,11 @@ def run(shape: Shape = Shape(), dtypes: tuple[str, ...] = ("bf16", "fp32"), bloc
 def format_table(report: dict) -> str:
     lines = [f"{'block':<12} {'dtype':<5} {'impl':<19} {'ms':>9} {'GB/s':>8} {'TFLOP/s':>8}"]
     for row in report["results"]:
-        for impl in ("reference", "reference_compiled", "fused"):
-            if impl in row:
-                r = row[impl]
-                lines.append(f"{row['block']:<12} {row['dtype']:<5} {impl:<19} {r['ms']:>9.4f} {r['gb_per_s']:>8.1f} "
-                             f"{r['tflop_per_s']:>8.2f}")
+        impls = [(impl, row[impl]) for impl in ("reference", "reference_compiled", "fused") if impl in row]
+        impls += [(f"fused blocks<={cap}", r) for cap, r in row.get("fused_capped", {}).items()]
+        for impl, r in impls:
+            lines.append(f"{row['block']:<12} {row['dtype']:<5} {impl:<19} {r['ms']:>9.4f} {r['gb_per_s']:>8.1f} "
+                         f"{r['tflop_per_s']:>8.2f}")
     return "\n".join(lines)
 
 
@@ -191,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtypes", nargs="+", choices=("fp32", "bf16", "fp16"), default=["bf16", "fp32"])
     parser.add_argument("--blocks", nargs="+", choices=BLOCKS, default=list(BLOCKS))
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile reference")
+    parser.add_argument("--block-caps", nargs="+", type=int, default=[],
+                        help="also time the fused blocks with every block capped at each of these sizes")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("kernel_timing.json"))
@@ -198,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     if not torch.cuda.is_available():
         parser.exit(2, "kernel_timing needs a CUDA GPU (none is visible)\n")
     report = run(Shape(args.batch, args.video_len, args.query_len), tuple(args.dtypes), tuple(args.blocks),
-                 not args.no_compile, args.warmup, args.iters)
+                 not args.no_compile, args.warmup, args.iters, block_caps=tuple(args.block_caps))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(format_table(report))

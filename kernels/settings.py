@@ -61,46 +61,40 @@ class Settings:
 
 @dataclass(frozen=True)
 class Rule:
-    """Defaults and limits of one kernel at one precision class (blocks are powers of two)."""
-    rows: int  # default row cap
-    keys: int  # default key cap
-    max_rows: int  # the largest row cap that launches at every dim
+    """Defaults and limits of one kernel at one precision class. The limits are for dims up to
+    REFERENCE_DIM; above it they halve with every doubling of the dim (a tile's row holds dim
+    values), and the defaults never exceed them."""
+    rows: int  # default row cap (a power of two)
+    keys: int  # default key cap (0: the kernel has no key loop)
+    max_rows: int  # the largest row cap a user may ask for
     max_keys: int
-    num_stages: int = 3
-    stage_from_dim: int | None = None  # dims from this up always stage (whole weights too large)
 
 
-# kernel -> precision class -> rule. IEEE fp32 always stages: a compiled fp32 dot over a whole
-# [D, D] weight is unrolled FMAs through shared memory (minutes of compile time, most of the
-# shared memory); the chunked loop holds one chunk's dot instead.
+# kernel -> precision class -> rule. Limits hold every configuration within 232,448 B of shared
+# memory and SPILL_BUDGET of stack per thread on sm_90 (kernels.cross_compile, measured in
+# bench/results/kernel-resources-sm90.md); e.g. IEEE fp32 SGPA with 64-row blocks needs 327,680 B.
 RULES: dict[str, dict[str, Rule]] = {
-    "conv_block": {
-        "fp32": Rule(64, 0, 256, 0),
-        "tf32": Rule(64, 0, 256, 0),
-        "half": Rule(64, 0, 256, 0),
-    },
-    "sgpa": {
-        "fp32": Rule(32, 32, 256, 256),
-        "tf32": Rule(32, 32, 256, 256),
-        "half": Rule(64, 64, 256, 256),
-    },
-    "cqa": {
-        "fp32": Rule(32, 32, 256, 256),
-        "tf32": Rule(32, 32, 256, 256),
-        "half": Rule(64, 32, 256, 256),
-    },
-    "pool_concat": {
-        "fp32": Rule(64, 64, 256, 256),
-        "tf32": Rule(64, 64, 256, 256),
-        "half": Rule(64, 64, 256, 256),
-    },
+    "conv_block": {"fp32": Rule(64, 0, 128, 0), "tf32": Rule(64, 0, 128, 0), "half": Rule(64, 0, 128, 0)},
+    "sgpa": {"fp32": Rule(32, 32, 32, 32), "tf32": Rule(32, 32, 32, 32), "half": Rule(64, 64, 64, 64)},
+    "cqa": {"fp32": Rule(32, 32, 32, 32), "tf32": Rule(32, 32, 32, 32), "half": Rule(64, 32, 64, 64)},
+    "pool_concat": {"fp32": Rule(64, 64, 64, 64), "tf32": Rule(64, 64, 64, 64), "half": Rule(64, 64, 64, 64)},
 }
+REFERENCE_DIM = 128  # the dim the rules' blocks are for (SeqPAN's)
 NUM_WARPS = 8
+STAGE_K = 32  # K chunk of a staged matmul (kernels.common.matmul)
+WHOLE_WEIGHT_BYTES = 64 * 1024  # larger [dim, dim] weights are always staged (256 KiB for fp32 at dim 256)
+PIPELINE_BYTES = 128 * 1024  # weight bytes that Triton's loop pipelining may hold in flight
+MAX_STAGES = 3  # Triton's default pipelining depth
+
+
+def _scaled(cap: int, dim: int) -> int:
+    """A block cap for REFERENCE_DIM, halved for every doubling of dim above it (at least MIN_BLOCK)."""
+    return max(MIN_BLOCK, cap * REFERENCE_DIM // max(dim, REFERENCE_DIM))
 
 
 def _cap(asked: int | None, default: int, largest: int, name: str) -> int:
     if asked is None:
-        return default
+        return min(default, largest)
     if asked < 1:
         raise ValueError(f"{name} must be positive, got {asked}")
     return block_size(asked, largest)
@@ -111,12 +105,16 @@ def calculate_settings(kernel: str, dtype: torch.dtype, precision: str, dim: int
                        num_warps: int | None = None) -> Settings:
     """The launch settings of `kernel` (one of KERNELS) for `dtype` tensors, dot `precision`
     ("ieee" or "tf32") and model `dim`. rows / keys / stage / num_warps are what a user asked
-    for (None: the default); blocks are rounded up to a power of two and clamped to the largest
-    that launches, and staging is forced where the unstaged kernel cannot launch."""
-    rule = RULES[kernel][precision_class(dtype, precision)]
-    must_stage = precision_class(dtype, precision) == "fp32" or (
-        rule.stage_from_dim is not None and dim >= rule.stage_from_dim)
-    return Settings(rows=_cap(rows, rule.rows, rule.max_rows, "block rows"),
-                    keys=_cap(keys, rule.keys, rule.max_keys, "block keys") if rule.max_keys else 0,
-                    stage=True if must_stage else bool(stage),
-                    num_warps=num_warps or NUM_WARPS, num_stages=rule.num_stages)
+    for (None: the default): blocks are rounded up to a power of two and clamped to the largest
+    that launch at this dim; staging is forced where an unstaged kernel cannot launch or compile
+    (IEEE fp32: a compiled fp32 dot over a whole weight is minutes of unrolled FMAs; weights over
+    WHOLE_WEIGHT_BYTES); the pipelining depth keeps the weights in flight within PIPELINE_BYTES."""
+    cls = precision_class(dtype, precision)
+    rule = RULES[kernel][cls]
+    weight = dim * dim * dtype.itemsize
+    stage = cls == "fp32" or weight > WHOLE_WEIGHT_BYTES or bool(stage)
+    in_flight = STAGE_K * dim * dtype.itemsize if stage else weight
+    return Settings(rows=_cap(rows, rule.rows, _scaled(rule.max_rows, dim), "block rows"),
+                    keys=_cap(keys, rule.keys, _scaled(rule.max_keys, dim), "block keys") if rule.keys else 0,
+                    stage=stage, num_warps=num_warps or NUM_WARPS,
+                    num_stages=max(1, min(MAX_STAGES, PIPELINE_BYTES // in_flight)))

@@ -39,13 +39,16 @@ def test_flops_match_torch_flop_counter(block):
 
 
 def test_smoke_run():
-    report = run(Shape(batch=2, video_len=5, query_len=3), dtypes=("fp32",), compile_reference=False, warmup=0,
-                 iters=1, device=DEVICE)
+    report = run(Shape(batch=2, video_len=40, query_len=3), dtypes=("fp32",), compile_reference=False, warmup=0,
+                 iters=1, device=DEVICE, block_caps=(32,))
     json.dumps(report)
     assert [row["block"] for row in report["results"]] == list(BLOCKS)
     for row in report["results"]:
         assert row["fused_rel_error"] <= 1e-4, row
         assert row["fused"]["ms"] > 0 and row["reference"]["gb_per_s"] > 0
+        capped = row.get("fused_capped", {}).get("32")  # 40 clips: two row blocks, conv tiles with halos
+        assert (capped is None) == (row["block"] == "span")
+        assert capped is None or (capped["ms"] > 0 and capped["rel_error"] <= 1e-4)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")

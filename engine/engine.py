@@ -18,7 +18,7 @@ from reference.precision import ENGINE_PRECISIONS
 
 from .backends import auto_backend_name, build_backend
 from .batching import Shape, batch_bucket, plan_batches
-from .cuda_graphs import GraphCache
+from .cuda_graphs import GraphCache, packed_weights_generation
 from .data.features import index_to_time, resolve_feature_path
 from .errors import BackendError, RequestError, UsageError, one_line
 from .io.checkpoint import load_checkpoint
@@ -56,8 +56,9 @@ class GroundingEngine:
 
     On CPU it runs fp32 by default on the openvino backend (the whole step compiled per bucket shape;
     the reference when OpenVINO does not import). On CUDA it runs bf16 by default and replays one
-    CUDA graph per (batch, bucket) shape. `backend_options` go to the backend (openvino: cache_dir,
-    threads, warmup).
+    CUDA graph per (batch, bucket) shape, keeping the `max_graphs` most recently used (`description`
+    says how many it holds and their memory). `backend_options` go to the backend (openvino:
+    cache_dir, threads, warmup).
 
     Untrusted requests: `limits` bounds the work one request may ask for; `features_root` confines
     `.npy` paths to one folder (symlinks followed; every refused path gets the same message), and
@@ -69,7 +70,7 @@ class GroundingEngine:
                  max_batch: int = 256, cuda_graphs: bool | None = None,
                  video_source: Callable[[str | Path], tuple[np.ndarray, float]] | None = None,
                  features_root: str | Path | None = None, allow_feature_paths: bool = True,
-                 limits: Limits | None = None, backend_options: dict | None = None):
+                 limits: Limits | None = None, backend_options: dict | None = None, max_graphs: int = 64):
         if precision not in PRECISIONS:
             raise BackendError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
@@ -89,7 +90,9 @@ class GroundingEngine:
         self.video_source = video_source  # video file -> ([T, visual_dim] features, duration), e.g. I3D
         model = model.to(self.device).eval()
         self.model = build_backend(self.backend_name, model, precision=self.precision, **(backend_options or {}))
-        self.graphs = GraphCache(self._forward) if (on_gpu if cuda_graphs is None else cuda_graphs) else None
+        self.graphs = None
+        if on_gpu if cuda_graphs is None else cuda_graphs:
+            self.graphs = GraphCache(self._forward, max_graphs, generation=lambda: packed_weights_generation(self.model))
         # what runs on each padded batch's device tensors: a graph replay, or the forward itself
         self.device_step = self.graphs if self.graphs is not None else self._forward
 
@@ -102,7 +105,9 @@ class GroundingEngine:
 
     @property
     def description(self) -> str:
-        graphs = ", CUDA graphs" if self.graphs is not None else ""
+        graphs = ""
+        if self.graphs is not None:
+            graphs = f", CUDA graphs ({len(self.graphs)} held, {self.graphs.memory_bytes / 2**20:.1f} MiB)"
         return f"{self.backend_name} backend, {self.precision}, {self.device}{graphs}"
 
     def prepare(self, request: GroundingRequest, cache: dict[Hashable, torch.Tensor] | None = None) -> Prepared:

@@ -8,11 +8,13 @@ import triton
 import triton.language as tl
 from torch import nn
 
+from . import settings
+
 # Triton picks its interpreter when a function is decorated, from TRITON_INTERPRET; so do we.
 INTERPRET = tl.constexpr(bool(triton.knobs.runtime.interpret))
 
 MASK_VALUE = tl.constexpr(-1e30)  # the original's mask fill; only ever used in fp32 registers
-STAGE_K = tl.constexpr(32)  # K chunk of a staged matmul
+STAGE_K = tl.constexpr(settings.STAGE_K)
 
 
 def device_fn(fn):
@@ -166,13 +168,15 @@ def check_dim(dim: int, head_size: int | None = None) -> None:
 
 class PackedWeights:
     """A module's parameters re-laid out for a kernel, rebuilt when the dtype, device or the
-    parameters themselves change (a new tensor or an in-place update)."""
+    parameters themselves change (a new tensor or an in-place update). `packs` counts the builds:
+    each frees the copies that CUDA graphs captured before read (engine.cuda_graphs.GraphCache)."""
 
     def __init__(self, module: nn.Module, pack: Callable[[torch.dtype], tuple[torch.Tensor, ...]]):
         self._params = list(module.parameters())
         self._pack = pack
         self._key: tuple | None = None
         self._value: tuple[torch.Tensor, ...] = ()
+        self.packs = 0
 
     def get(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         key = (dtype, *((p.data_ptr(), p._version) for p in self._params))
@@ -180,6 +184,7 @@ class PackedWeights:
             with torch.no_grad():
                 self._value = tuple(t.contiguous() for t in self._pack(dtype))
             self._key = key
+            self.packs += 1
         return self._value
 
 

@@ -81,7 +81,7 @@ class FusedConvBlock(nn.Module):
         self.block = block
         self.precision = dot_precision(allow_tf32)
         self.dim, self.tile_rows, self.stage, self.num_warps = dim, tile_rows, stage, num_warps
-        self._weights = PackedWeights(block, self._pack)
+        self.packed = PackedWeights(block, self._pack)
 
     def _pack(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         convs, norms = self.block.convs, self.block.norms
@@ -97,7 +97,7 @@ class FusedConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, d = x.shape
-        depthwise, pointwise, vectors = self._weights.get(x.dtype)
+        depthwise, pointwise, vectors = self.packed.get(x.dtype)
         layers, kernel = depthwise.shape[:2]
         x = x.contiguous()
         settings = self.settings(x.dtype)

@@ -145,7 +145,7 @@ class FusedCQA(nn.Module):
         self.precision = dot_precision(allow_tf32)
         self.block_rows, self.block_words, self.t, self.stage = block_rows, block_words, t, stage
         self.num_warps = num_warps
-        self._weights = PackedWeights(cqa, self._pack)
+        self.packed = PackedWeights(cqa, self._pack)
 
     def _pack(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.cqa.w_context.shape[0]
@@ -162,7 +162,7 @@ class FusedCQA(nn.Module):
         """Query-aware context [B, N, D] and the raw similarity [B, N, M], as the reference."""
         b, lc, d = c.shape
         lq = q.shape[1]
-        vectors, weights = self._weights.get(c.dtype)
+        vectors, weights = self.packed.get(c.dtype)
         c, q, c_mask, q_mask = c.contiguous(), q.contiguous(), c_mask.contiguous(), q_mask.contiguous()
         settings = self.settings(c.dtype)
         bc, bq, bt = settings.row_block(lc), settings.key_block(lq), settings.row_block(lc)
@@ -222,7 +222,7 @@ class FusedPoolConcat(nn.Module):
         self.pool = pool
         self.precision = dot_precision(allow_tf32)
         self.block_rows, self.block_words, self.stage, self.num_warps = block_rows, block_words, stage, num_warps
-        self._weights = PackedWeights(pool, self._pack)
+        self.packed = PackedWeights(pool, self._pack)
 
     def _pack(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         d = self.pool.pool_weight.shape[0]
@@ -238,7 +238,7 @@ class FusedPoolConcat(nn.Module):
         """[x, pooled(y)] @ W + bias for x [B, N, D] and the masked query y [B, M, D], as the reference."""
         b, n, d = x.shape
         m = y.shape[1]
-        pool_weight, weights, bias = self._weights.get(x.dtype)
+        pool_weight, weights, bias = self.packed.get(x.dtype)
         x, y, y_mask = x.contiguous(), y.contiguous(), y_mask.contiguous()
         out = torch.empty_like(x)
         settings = self.settings(x.dtype)

@@ -27,14 +27,14 @@ from pathlib import Path
 
 import torch
 
+from reference.precision import PRECISIONS
+
 from .settings import KERNELS, REFERENCE_DIM, Settings, calculate_settings
 
 H100_SHARED_MEMORY = 232_448  # bytes of shared memory one block may use on sm_90 (H100, H200)
 SPILL_BUDGET = 2048  # bytes of stack (spilled registers) per thread the settings may reach
 TARGET = ("cuda", 90, 64)  # triton GPUTarget: backend, compute capability, warp size
 DIMS = (16, 32, 64, 128, 256)
-PRECISIONS = {"fp32": (torch.float32, "ieee"), "tf32": (torch.float32, "tf32"), "bf16": (torch.bfloat16, "ieee"),
-              "fp16": (torch.float16, "ieee")}
 MODULES = (*KERNELS, "span")
 ASK_LARGEST = 1 << 20  # a block request every clamp brings down to its largest
 
@@ -172,7 +172,7 @@ def _module(call: Call) -> torch.nn.Module:
     reference, fused = {"conv_block": (ConvBlock, FusedConvBlock), "sgpa": (SGPALayer, FusedSGPALayer),
                         "cqa": (ContextQueryAttention, FusedCQA), "pool_concat": (PoolConcat, FusedPoolConcat)}[
         call.module]
-    module = fused(reference(cfg), PRECISIONS[call.precision][1] == "tf32", **dict(call.options))
+    module = fused(reference(cfg), PRECISIONS[call.precision].dot == "tf32", **dict(call.options))
     if call.settings is not None:
         module.settings = lambda dtype: Settings(**dict(call.settings))
     return module
@@ -182,7 +182,7 @@ def run_call(call: Call) -> None:
     """Make `call` on zero inputs (under `cross_compiling`, this compiles what it launches)."""
     from .span import decode_span
 
-    dtype = PRECISIONS[call.precision][0]
+    dtype = PRECISIONS[call.precision].dtype
     n, m = call.lengths
     x, y = torch.zeros(1, n, call.dim, dtype=dtype), torch.zeros(1, m, call.dim, dtype=dtype)
     x_mask, y_mask = torch.ones(1, n, dtype=torch.bool), torch.ones(1, m, dtype=torch.bool)
@@ -244,7 +244,7 @@ def module_calls(module: str, precision: str, dim: int, stage: bool | None = Non
     options = {} if stage is None else {"stage": stage}
     if largest:
         options |= _block_options(module, ASK_LARGEST, ASK_LARGEST)
-    dtype, dot = PRECISIONS[precision]
+    dtype, dot, _ = PRECISIONS[precision]
     chosen = calculate_settings(module, dtype, dot, dim, options.get("tile_rows", options.get("block_rows")),
                                 options.get("block_keys", options.get("block_words")), stage)
     cap = max(chosen.rows, chosen.keys)

@@ -10,6 +10,7 @@ from reference.localizer import ConditionedPredictor, LocalizerOutput
 from reference.model import SeqPAN
 from reference.precision import PRECISIONS
 
+from .common import PackedWeights
 from .conv_block import FusedConvBlock
 from .cqa import FusedCQA, FusedPoolConcat
 from .sgpa import FusedSGPALayer
@@ -34,7 +35,8 @@ def triton_seqpan(model: SeqPAN, precision: str = "fp32", conv: dict | None = No
     (fp32 with IEEE dots, tf32, bf16 or fp16), its conv blocks (the shared one and the
     predictor's), SGPA layers, both CQA blocks, pool-concat and span decoding swapped for kernel
     modules holding the same parameters. Still a SeqPAN: forward, encode_video, encode_query and
-    ground_encoded all work; video features of another dtype are cast on entry.
+    ground_encoded all work; video features of another dtype are cast on entry. Its attribute
+    `packed_weights` lists the kernels' packed weight copies (see engine.cuda_graphs).
 
     conv, sgpa, cqa, pool: keyword options of the kernel modules (block sizes, num_warps, ...).
     """
@@ -50,4 +52,6 @@ def triton_seqpan(model: SeqPAN, precision: str = "fp32", conv: dict | None = No
     m.v2q = FusedCQA(m.v2q, tf32, **(cqa or {}))
     m.cq_concat = FusedPoolConcat(m.cq_concat, tf32, **(pool or {}))
     m.predictor = FusedSpanPredictor(m.predictor)
+    # what CUDA graphs must follow: when any of these is rebuilt, graphs captured before read freed copies
+    m.packed_weights = [mod.packed for mod in m.modules() if isinstance(getattr(mod, "packed", None), PackedWeights)]
     return m

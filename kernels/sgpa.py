@@ -168,7 +168,7 @@ class FusedSGPALayer(nn.Module):
         self.precision = dot_precision(allow_tf32)
         self.block_rows, self.block_keys, self.kv, self.stage = block_rows, block_keys, kv, stage
         self.num_warps = num_warps
-        self._weights = PackedWeights(layer, self._pack)
+        self.packed = PackedWeights(layer, self._pack)
 
     def _pack(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         layer, a = self.layer, self.layer.attention
@@ -199,7 +199,7 @@ class FusedSGPALayer(nn.Module):
         """Update `x` ([B, N, D]) with itself and with `y` ([B, M, D]), as SGPALayer.forward."""
         b, n, d = x.shape
         m = y.shape[1]
-        weights, vectors = self._weights.get(x.dtype)
+        weights, vectors = self.packed.get(x.dtype)
         x, y, x_mask, y_mask = x.contiguous(), y.contiguous(), x_mask.contiguous(), y_mask.contiguous()
         settings = self.settings(x.dtype)
         stage = settings.stage

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import subprocess
 import time
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bench import timing
 from engine.io.atomic import write_atomically
 from kernels.cross_compile import (
     H100_SHARED_MEMORY,
@@ -39,7 +39,8 @@ STEM = "kernel-resources-sm90"
 
 
 def _old(module: str, precision: str, dim: int, lengths: tuple[int, int], **settings) -> Call:
-    return Call(module, precision, dim, lengths, settings=tuple(vars(Settings(**settings)).items()))
+    dot = "tf32" if precision == "tf32" else "ieee"
+    return Call(module, precision, dim, lengths, settings=tuple(vars(Settings(**settings, dot=dot)).items()))
 
 
 # What the kernels launched with before kernels.settings (issue 15), measured to show what it fixed.
@@ -55,22 +56,13 @@ REFUSED = {
 }
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment() -> dict:
     import torch
     import triton
 
     ptxas = subprocess.run([triton.knobs.nvidia.ptxas.path, "--version"], capture_output=True, text=True).stdout
-    return dict(target=f"sm_{TARGET[1]} (H100 / H200), compiled without a GPU", compiled_on=cpu_name(),
+    return dict(target=f"sm_{TARGET[1]} (H100 / H200), compiled without a GPU",
+                compiled_on=timing.environment(torch.device("cpu"))["cpu"],
                 triton=triton.__version__, ptxas=ptxas.strip().splitlines()[-1], torch=torch.__version__,
                 date=datetime.date.today().isoformat(),
                 limits=dict(shared_bytes=H100_SHARED_MEMORY, stack_bytes_per_thread=SPILL_BUDGET))

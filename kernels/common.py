@@ -10,8 +10,7 @@ from torch import nn
 
 from . import settings
 
-# Triton picks its interpreter when a function is decorated, from TRITON_INTERPRET; so do we.
-INTERPRET = tl.constexpr(bool(triton.knobs.runtime.interpret))
+INTERPRET = tl.constexpr(settings.INTERPRETED)
 
 MASK_VALUE = tl.constexpr(-1e30)  # the original's mask fill; only ever used in fp32 registers
 STAGE_K = tl.constexpr(settings.STAGE_K)
@@ -51,10 +50,11 @@ def tf32_bits(x, ROUND: tl.constexpr):
 def mm(a, b, PREC: tl.constexpr):
     """a @ b with `a` rounded to b's dtype and fp32 accumulation.
 
-    TF32 (PREC "tf32"): both operands are rounded to TF32 first; the tensor core would truncate
-    them, which biases every product towards zero (measured: 3-4x the error of rounding, over the
-    1e-3 bound on SGPA and CQA). The interpreter computes its dots in IEEE fp32, so there the
-    truncation is emulated, making the CPU tests check the accuracy a GPU gets.
+    TF32 (PREC "tf32", for fp32 operands): both operands are rounded to TF32 first; the tensor core
+    would truncate them, which biases every product towards zero (3-4x the error of rounding and
+    over the 1e-3 bound on SGPA and CQA: bench/results/tf32-accuracy-cpu.md). The interpreter
+    computes its dots in IEEE fp32, so there the truncation is emulated, making the CPU tests
+    check the accuracy a GPU gets.
     The interpreter's tl.dot gives garbage on bf16 operands, so there both operands (already
     rounded) are upcast to fp32, which is exact; compiled, the dot runs on b's dtype.
     """

@@ -111,6 +111,6 @@ class FusedConvBlock(nn.Module):
         grid = (triton.cdiv(n, stride), b)
         stage = settings.stage
         _conv_block_kernel[grid](x, mask_arg, depthwise, pointwise, vectors, out, scratch(stage, grid[0] * b, r, d, x),
-                                 n, stride, halo, d, r, kernel, layers, mask is not None, self.precision, stage,
+                                 n, stride, halo, d, r, kernel, layers, mask is not None, settings.dot, stage,
                                  self.block.norms[0].eps, **settings.launch)
         return out

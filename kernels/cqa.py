@@ -171,12 +171,12 @@ class FusedCQA(nn.Module):
         t = torch.empty(b, lq, d, device=c.device, dtype=torch.float32) if pre else c
         if pre:
             _column_context_kernel[(triton.cdiv(lq, bq), b)](c, q, c_mask, vectors, t, lc, lq, d, bq, bt,
-                                                             self.precision, **settings.launch)
+                                                             settings.dot, **settings.launch)
         out = torch.empty_like(c)
         score = torch.empty(b, lc, lq, device=c.device, dtype=c.dtype)
         stage = settings.stage
         _cqa_kernel[grid](c, q, c_mask, q_mask, t, vectors, weights, out, score, scratch(stage, grid[0] * b, bc, d, c),
-                          lc, lq, d, bc, bq, bt, pre, self.precision, stage, **settings.launch)
+                          lc, lq, d, bc, bq, bt, pre, settings.dot, stage, **settings.launch)
         return out, score
 
 
@@ -246,5 +246,5 @@ class FusedPoolConcat(nn.Module):
         grid = (triton.cdiv(n, bn), b)
         stage = settings.stage
         _pool_concat_kernel[grid](x, y, y_mask, pool_weight, weights, bias, out, scratch(stage, grid[0] * b, bn, d, x),
-                                  n, m, d, bn, settings.key_block(m), self.precision, stage, **settings.launch)
+                                  n, m, d, bn, settings.key_block(m), settings.dot, stage, **settings.launch)
         return out

@@ -52,7 +52,7 @@ class Call:
     lengths: tuple[int, int]
     options: tuple[tuple[str, object], ...] = ()
     masked: bool = True
-    settings: tuple[tuple[str, int], ...] | None = None  # replaces the module's settings (unclamped)
+    settings: tuple[tuple[str, object], ...] | None = None  # replaces the module's settings (unclamped)
 
 
 @dataclass
@@ -246,7 +246,7 @@ def module_calls(module: str, precision: str, dim: int, stage: bool | None = Non
         options |= _block_options(module, ASK_LARGEST, ASK_LARGEST)
     dtype, dot, _ = PRECISIONS[precision]
     chosen = calculate_settings(module, dtype, dot, dim, options.get("tile_rows", options.get("block_rows")),
-                                options.get("block_keys", options.get("block_words")), stage)
+                                options.get("block_keys", options.get("block_words")), stage, interpreted=False)
     cap = max(chosen.rows, chosen.keys)
     lengths = [16 << i for i in range(cap.bit_length() - 4)] if every_block else [cap]
     lengths.append(cap + 1)
@@ -286,14 +286,17 @@ def probe(calls: Sequence[Call], workers: int = 1, timeout: float | None = None,
         work = [(Path(tmp) / f"calls{i}.json", Path(tmp) / f"out{i}.json") for i in range(len(shares))]
         for (calls_path, _), share in zip(work, shares):
             calls_path.write_text(json.dumps([asdict(c) for c in share]))
-        procs = [subprocess.Popen([sys.executable, "-m", "kernels.cross_compile", str(c), str(o)],
-                                  stderr=open(o.with_suffix(".err"), "w"), env=env) for c, o in work]
+        procs = []
+        for c, o in work:
+            with open(o.with_suffix(".err"), "w") as err:  # the child keeps its own copy of the handle
+                procs.append(subprocess.Popen([sys.executable, "-m", "kernels.cross_compile", str(c), str(o)],
+                                              stderr=err, env=env))
         try:
             _wait(procs, [o for _, o in work], timeout, progress)
         finally:
             for proc in procs:
                 proc.kill()
-                proc.stderr.close()
+                proc.wait()
         found: dict[tuple, KernelResources] = {}
         for _, out_path in work:
             for row in json.loads(out_path.read_text()):

@@ -7,13 +7,16 @@ bench/results/kernel-resources-sm90.md. tests/test_kernel_resources.py keeps the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import triton
 
 KERNELS = ("conv_block", "sgpa", "cqa", "pool_concat")
 MIN_BLOCK = 16  # tl.dot needs 16 or more rows and columns
+# Triton picks its interpreter when a function is decorated, from TRITON_INTERPRET; so do we.
+INTERPRETED = bool(triton.knobs.runtime.interpret)
+INTERPRETER_MAX_BLOCK = 256  # interpreted, nothing is compiled: larger (so fewer) programs run faster
 
 
 def block_size(n: int, cap: int, floor: int = MIN_BLOCK) -> int:
@@ -37,13 +40,15 @@ class Settings:
     rows: the most rows a program owns (query rows, context rows, conv tile rows); keys: the most
     key rows or words one step of a loop covers (unused by the conv block); stage: weight matmuls
     go through per-program scratch in chunks (`kernels.common.matmul`); num_warps, num_stages:
-    Triton's launch options (num_stages is the depth of software pipelining of loop loads).
+    Triton's launch options (num_stages is the depth of software pipelining of loop loads); dot:
+    the dots' input precision, "tf32" or "ieee" (bf16 and fp16 dots are exact products).
     """
     rows: int
     keys: int
     stage: bool
     num_warps: int
     num_stages: int
+    dot: str
 
     def row_block(self, n: int) -> int:
         """The row block for a sequence of n rows."""
@@ -101,20 +106,24 @@ def _cap(asked: int | None, default: int, largest: int, name: str) -> int:
 
 
 def calculate_settings(kernel: str, dtype: torch.dtype, precision: str, dim: int, rows: int | None = None,
-                       keys: int | None = None, stage: bool | None = None,
-                       num_warps: int | None = None) -> Settings:
+                       keys: int | None = None, stage: bool | None = None, num_warps: int | None = None,
+                       interpreted: bool = INTERPRETED) -> Settings:
     """The launch settings of `kernel` (one of KERNELS) for `dtype` tensors, dot `precision`
     ("ieee" or "tf32") and model `dim`. rows / keys / stage / num_warps are what a user asked
     for (None: the default): blocks are rounded up to a power of two and clamped to the largest
-    that launch at this dim; staging is forced where an unstaged kernel cannot launch or compile
-    (IEEE fp32: a compiled fp32 dot over a whole weight is minutes of unrolled FMAs; weights over
-    WHOLE_WEIGHT_BYTES); the pipelining depth keeps the weights in flight within PIPELINE_BYTES."""
+    that launch at this dim (`interpreted`: to INTERPRETER_MAX_BLOCK); staging is forced where an
+    unstaged kernel cannot launch or compile (IEEE fp32: a compiled fp32 dot over a whole weight
+    is minutes of unrolled FMAs; weights over WHOLE_WEIGHT_BYTES); the pipelining depth keeps
+    the weights in flight within PIPELINE_BYTES."""
     cls = precision_class(dtype, precision)
     rule = RULES[kernel][cls]
+    if interpreted:
+        rule = replace(rule, max_rows=INTERPRETER_MAX_BLOCK, max_keys=rule.keys and INTERPRETER_MAX_BLOCK)
     weight = dim * dim * dtype.itemsize
     stage = cls == "fp32" or weight > WHOLE_WEIGHT_BYTES or bool(stage)
     in_flight = STAGE_K * dim * dtype.itemsize if stage else weight
     return Settings(rows=_cap(rows, rule.rows, _scaled(rule.max_rows, dim), "block rows"),
                     keys=_cap(keys, rule.keys, _scaled(rule.max_keys, dim), "block keys") if rule.keys else 0,
                     stage=stage, num_warps=num_warps or NUM_WARPS,
-                    num_stages=max(1, min(MAX_STAGES, PIPELINE_BYTES // in_flight)))
+                    num_stages=max(1, min(MAX_STAGES, PIPELINE_BYTES // in_flight)),
+                    dot="tf32" if cls == "tf32" else "ieee")

@@ -192,7 +192,7 @@ class FusedSGPALayer(nn.Module):
         br = settings.row_block(n)
         grid = (triton.cdiv(n, br), b)
         _ln_kv_kernel[grid](x, weights, vectors, kv, scratch(settings.stage, grid[0] * b, br, d, x), n, kw, ln, d, br,
-                            self.precision, settings.stage, self.layer.norm_1.eps, **settings.launch)
+                            settings.dot, settings.stage, self.layer.norm_1.eps, **settings.launch)
         return kv
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor) -> torch.Tensor:
@@ -216,6 +216,6 @@ class FusedSGPALayer(nn.Module):
         hs = d // self.num_heads
         _sgpa_kernel[grid](x, y, x_mask, y_mask, kvx, kvy, weights, vectors, out,
                            scratch(stage, grid[0] * b, rows, d, x), n, m, d, hs, self.num_heads, bn, bkx, bky, rows,
-                           pre, self.precision, stage, self.layer.norm_1.eps, 1.0 / math.sqrt(hs),
+                           pre, settings.dot, stage, self.layer.norm_1.eps, 1.0 / math.sqrt(hs),
                            **settings.launch)
         return out

@@ -58,19 +58,36 @@ def test_tf32_rounding_is_to_nearest():
 
 
 def test_settings_defaults_and_clamps():
+    """What a GPU launches (interpreted=False); the interpreter only lifts the block limits."""
     rule = RULES["sgpa"]["half"]
-    default = calculate_settings("sgpa", torch.bfloat16, "ieee", 128)
+    default = calculate_settings("sgpa", torch.bfloat16, "ieee", 128, interpreted=False)
     assert (default.rows, default.keys, default.stage) == (rule.rows, rule.keys, False)
-    asked = calculate_settings("sgpa", torch.bfloat16, "ieee", 128, rows=4096, keys=48, stage=True, num_warps=4)
+    assert calculate_settings("sgpa", torch.bfloat16, "ieee", 128, interpreted=True) == default
+    asked = calculate_settings("sgpa", torch.bfloat16, "ieee", 128, rows=4096, keys=48, stage=True, num_warps=4,
+                               interpreted=False)
     assert (asked.rows, asked.keys, asked.stage, asked.num_warps) == (rule.max_rows, 64, True, 4)
     assert asked.row_block(5) == 16 and asked.row_block(100_000) == rule.max_rows
+    assert calculate_settings("sgpa", torch.bfloat16, "ieee", 128, rows=4096, interpreted=True).rows == 256
     # IEEE fp32 always stages (unstaged it compiles for minutes and outgrows shared memory)
     assert calculate_settings("cqa", torch.float32, "ieee", 128, stage=False).stage
     assert not calculate_settings("cqa", torch.float32, "tf32", 128, stage=False).stage
+    # whole [dim, dim] weights over 64 KiB stage too; TF32 dots only for fp32 tensors
+    assert calculate_settings("sgpa", torch.bfloat16, "ieee", 256, stage=False).stage
+    assert calculate_settings("sgpa", torch.float32, "tf32", 128).dot == "tf32"
+    assert calculate_settings("sgpa", torch.bfloat16, "tf32", 128).dot == "ieee"
     with pytest.raises(ValueError, match="block rows must be positive"):
         calculate_settings("pool_concat", torch.float16, "ieee", 64, rows=0)
     with pytest.raises(ValueError, match="fp32, bf16 or fp16"):
         calculate_settings("conv_block", torch.float64, "ieee", 64)
+
+
+def test_limits_shrink_above_dim_128_and_pipelining_follows_the_weights():
+    small, large = (calculate_settings("sgpa", torch.bfloat16, "ieee", d, rows=4096, keys=4096, interpreted=False)
+                    for d in (128, 256))
+    assert (large.rows, large.keys) == (small.rows // 2, small.keys // 2)
+    # three 64 KiB tf32 weights in flight overflowed the conv block's shared memory: two now
+    assert calculate_settings("conv_block", torch.float32, "tf32", 128).num_stages == 2
+    assert calculate_settings("conv_block", torch.bfloat16, "ieee", 128).num_stages == 3
 
 
 def test_block_size():

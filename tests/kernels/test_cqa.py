@@ -50,7 +50,7 @@ def check_cqa(v_lens: list[int], q_lens: list[int], precision: str = "fp32", dim
     ([70, 1, 33], [1, 9, 5], dict(block_rows=32, block_words=16, t="inline")),  # T computed per word block
     ([1], [1], {}),
     ([64, 17, 2], [5, 12, 1], {}),
-    ([1024, 5], [128, 3], dict(block_rows=256, block_words=256)),  # blocks clamped
+    ([1024, 5], [128, 3], dict(block_rows=256, block_words=256)),
 ], ids=["pre-t", "inline-t", "length-1", "charades", "longest"])
 def test_cqa_fp32_matches_reference(v_lens, q_lens, options):
     check_cqa(v_lens, q_lens, **options)

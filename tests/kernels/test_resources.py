@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 # The settings the conv block had before: tf32, unstaged, 64-row tiles, Triton's default pipelining
 # depth of 3 (three 64 KiB weights in flight).
 OLD_TF32_CONV = Call("conv_block", "tf32", 128, (65, 1),
-                     settings=tuple(vars(Settings(rows=64, keys=0, stage=False, num_warps=8, num_stages=3)).items()))
+                     settings=tuple(vars(Settings(rows=64, keys=0, stage=False, num_warps=8, num_stages=3,
+                                                   dot="tf32")).items()))
 
 
 def largest_calls() -> list[Call]:

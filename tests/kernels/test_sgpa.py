@@ -49,7 +49,7 @@ def check_both_directions(layer: SGPALayer, v_lens: list[int], q_lens: list[int]
     ([70, 1, 33], [1, 9, 5], dict(block_rows=32, block_keys=32, kv="inline")),  # K/V projected per key block
     ([1], [1], {}),
     ([64, 17, 2], [5, 12, 1], {}),  # the Charades shape
-    ([1024, 3], [128, 1], dict(block_rows=256, block_keys=256)),  # longest video and query; blocks clamped
+    ([1024, 3], [128, 1], dict(block_rows=256, block_keys=256)),  # longest video and query
 ], ids=["pre-kv", "inline-kv", "length-1", "charades", "longest"])
 def test_fp32_matches_reference(v_lens, q_lens, options):
     check_both_directions(make_layer(), v_lens, q_lens, **options)

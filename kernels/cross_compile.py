@@ -37,6 +37,9 @@ TARGET = ("cuda", 90, 64)  # triton GPUTarget: backend, compute capability, warp
 DIMS = (16, 32, 64, 128, 256)
 MODULES = (*KERNELS, "span")
 ASK_LARGEST = 1 << 20  # a block request every clamp brings down to its largest
+# Address space of a compiler worker and its ptxas: a configuration far too large fails to compile
+# instead of exhausting the machine (ptxas took 16 GB on an IEEE fp32 CQA with 256-row blocks).
+WORKER_MEMORY = 8 << 30
 
 
 @dataclass(frozen=True)
@@ -199,14 +202,19 @@ def run_call(call: Call) -> None:
             module(x, y, x_mask, y_mask)
 
 
-def compile_calls(calls: Sequence[Call], done: Callable[[Call], None] | None = None) -> list[KernelResources]:
+def compile_calls(calls: Sequence[Call], done: Callable[[Call], None] | None = None
+                  ) -> tuple[list[KernelResources], dict[Call, str]]:
     """Every distinct kernel configuration the calls launch, compiled for sm_90, in first-launch
-    order (`done` is told of each call made)."""
+    order, and the calls that failed with why (`done` is told of each call made)."""
     found: dict[tuple, KernelResources] = {}
+    failed: dict[Call, str] = {}
     for call in calls:
         cpu = _cpu_seconds()
         with cross_compiling() as records:
-            run_call(call)
+            try:
+                run_call(call)
+            except Exception as err:  # noqa: BLE001 - a configuration that does not compile is a finding
+                failed[call] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"
         cpu = _cpu_seconds() - cpu
         new = {r.key: r for r in records if r.key not in found}
         for record in records:
@@ -215,7 +223,7 @@ def compile_calls(calls: Sequence[Call], done: Callable[[Call], None] | None = N
             record.compile_cpu_s = round(cpu / len(new), 2)
         if done:
             done(call)
-    return list(found.values())
+    return list(found.values()), failed
 
 
 def _cpu_seconds() -> float:
@@ -276,9 +284,10 @@ def default_calls(dims: Sequence[int] = DIMS, precisions: Sequence[str] = tuple(
 
 
 def probe(calls: Sequence[Call], workers: int = 1, timeout: float | None = None,
-          progress: Callable[[int], None] | None = None) -> list[KernelResources]:
-    """`compile_calls` shared among `workers` fresh subprocesses (without TRITON_INTERPRET), merged
-    in the order of the calls; `progress` is told how many more calls are done, about every second."""
+          progress: Callable[[int], None] | None = None) -> tuple[list[KernelResources], dict[Call, str]]:
+    """`compile_calls` shared among `workers` fresh subprocesses (without TRITON_INTERPRET, each
+    limited to WORKER_MEMORY of address space), merged in the order of the calls; `progress` is
+    told how many more calls are done, about every second."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.6's default, stated (3.9 warns without it)
     shares = [list(calls[i::workers]) for i in range(workers) if calls[i::workers]]
@@ -298,12 +307,15 @@ def probe(calls: Sequence[Call], workers: int = 1, timeout: float | None = None,
                 proc.kill()
                 proc.wait()
         found: dict[tuple, KernelResources] = {}
+        failed: dict[Call, str] = {}
         for _, out_path in work:
-            for row in json.loads(out_path.read_text()):
+            out = json.loads(out_path.read_text())
+            for row in out["resources"]:
                 record = KernelResources(**{**row, "calls": [_call(c) for c in row["calls"]]})
                 found.setdefault(record.key, replace(record, calls=[])).calls.extend(record.calls)
+            failed |= {_call(call): why for call, why in out["failed"]}
     order = {call: i for i, call in enumerate(calls)}
-    return sorted(found.values(), key=lambda r: min(order[c] for c in r.calls))
+    return sorted(found.values(), key=lambda r: min(order[c] for c in r.calls)), failed
 
 
 def _wait(procs: list[subprocess.Popen], outputs: list[Path], timeout: float | None,
@@ -332,13 +344,17 @@ def _call(row: dict) -> Call:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Worker: compile the calls in CALLS.json, write the resources to OUT.json and one byte per
-    call made to OUT.done."""
+    """Worker: compile the calls in CALLS.json, write the resources and failures to OUT.json and
+    one byte per call made to OUT.done."""
+    import resource
+
     calls_path, out_path = map(Path, argv or sys.argv[1:])
+    resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY, WORKER_MEMORY))  # ptxas inherits it
     calls = [_call(row) for row in json.loads(calls_path.read_text())]
     with open(out_path.with_suffix(".done"), "w") as done:
-        found = compile_calls(calls, lambda call: (done.write("."), done.flush()))
-    out_path.write_text(json.dumps([asdict(r) for r in found]))
+        found, failed = compile_calls(calls, lambda call: (done.write("."), done.flush()))
+    out_path.write_text(json.dumps({"resources": [asdict(r) for r in found],
+                                    "failed": [[asdict(c), why] for c, why in failed.items()]}))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ Liger-Kernel's `calculate_settings`), with what users may ask for clamped to wha
 
 The limits come from compiling every configuration for sm_90 (H100/H200: 232,448 B of shared
 memory per block) with Triton's own compiler: see `kernels.cross_compile` and
-bench/results/kernel-resources-sm90.md. tests/test_kernel_resources.py keeps them true.
+bench/results/kernel-resources-sm90.md. tests/kernels/test_resources.py keeps them true.
 """
 from __future__ import annotations
 

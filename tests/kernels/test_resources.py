@@ -4,10 +4,12 @@ within the shared memory a block may use and the spill budget (kernels.cross_com
 CI compiles the largest configuration of each kernel that kernels.settings lets a user ask for,
 per precision class, at SeqPAN's dim and at dim 256: the blocks, the tiles they fill and the
 weights in flight are largest there. `python -m bench.kernel_resources` compiles every default
-configuration (bench/results/kernel-resources-sm90.md); tests/test_kernel_*.py check the dim-16
+configuration (bench/results/kernel-resources-sm90.md); tests/kernels/test_*.py check the dim-16
 and staged paths' numbers on CPU.
 """
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -33,7 +35,9 @@ def largest_calls() -> list[Call]:
 @pytest.fixture(scope="module")
 def compiled():
     calls = [*largest_calls(), *module_calls("span", "bf16", 0), OLD_TF32_CONV]
-    return probe(calls, workers=2, timeout=900)
+    records, failed = probe(calls, workers=min(2, os.cpu_count() or 1), timeout=900)
+    assert not failed, failed
+    return records
 
 
 def test_largest_configurations_fit_sm90(compiled):

@@ -1,6 +1,9 @@
 """seqpan: a fast, exact inference engine for SeqPAN video grounding."""
 from setuptools import find_packages, setup
 
+# `seqpan serve`: the ASGI app and server, metrics, the HTTP client of its tests and load generator, Ray Serve
+SERVE = ["starlette>=0.37", "uvicorn>=0.30", "httpx>=0.27", "prometheus-client>=0.20", "ray[serve]>=2.40"]
+
 setup(
     name="seqpan",
     version="0.1.0",
@@ -17,8 +20,9 @@ setup(
         "triton": ["triton>=3.0"],
         "onnx": ["onnx>=1.16", "onnxscript>=0.1", "onnxruntime>=1.18"],
         "video": ["av>=18", "opencv-python-headless>=4.8"],
+        "serve": SERVE,
         "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6.100", "triton>=3.0", "onnx>=1.16",
-                 "onnxscript>=0.1", "onnxruntime>=1.18", "av>=18", "opencv-python-headless>=4.8"],
+                 "onnxscript>=0.1", "onnxruntime>=1.18", "av>=18", "opencv-python-headless>=4.8", *SERVE],
         "bench": ["pytest-benchmark>=4", "matplotlib>=3.7"],
         "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
     },

@@ -12,7 +12,8 @@ from ..errors import one_line
 
 # Modules that each expose `register(subparsers)`, adding one subcommand whose handler is stored
 # as `func` and returns the process exit code.
-COMMAND_MODULES = ("parity", "convert", "ground", "export", "train", "eval", "demo", "bench", "extract_features")
+COMMAND_MODULES = ("parity", "convert", "ground", "export", "train", "eval", "demo", "bench", "extract_features",
+                   "serve")
 
 
 def print_json(obj) -> None:

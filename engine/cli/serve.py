@@ -1,0 +1,75 @@
+"""`seqpan serve`: the engine behind an HTTP API (health, readiness, Prometheus metrics), on one
+process or scaled out over Ray Serve replicas. The server lives in `engine/serve/`."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..engine import PRECISIONS
+from ..errors import UsageError
+from ..serve.settings import ServeSettings
+from .options import positive_int
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve grounding over HTTP, on one process or on Ray Serve replicas",
+                       description=__doc__)
+    p.add_argument("--checkpoint", required=True, help="native .safetensors checkpoint")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default %(default)s; 0 picks a free one)")
+    p.add_argument("--features-root", help="folder that request feature paths are read from (and confined to); "
+                                           "without it, requests must carry their features as lists")
+    p.add_argument("--max-batch", type=positive_int, default=64, help="requests per engine batch (default %(default)s)")
+    p.add_argument("--max-wait-ms", type=float, default=2.0,
+                   help="how long the micro-batcher waits to fill a batch (default %(default)s)")
+    p.add_argument("--max-queue", type=positive_int, default=1024,
+                   help="requests waiting per process; more are answered 429 (default %(default)s)")
+    p.add_argument("--max-body-mb", type=float, default=16.0,
+                   help="larger request bodies are answered 413 (default %(default)s)")
+    p.add_argument("--api-key-env", metavar="NAME",
+                   help="environment variable holding the API key that POST /v1/ground requires as a Bearer token")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="report ready without first running the common shapes")
+    p.add_argument("--ray", action="store_true", help="serve from a Ray Serve deployment (needs ray[serve])")
+    p.add_argument("--replicas", type=positive_int, help="with --ray: engine replicas (default 1; one GPU each "
+                                                         "where the cluster has GPUs)")
+    p.add_argument("--ray-address", help="with --ray: an existing cluster (default: start a local Ray)")
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServeSettings:
+    """Check the options and turn them into ServeSettings; UsageError for anything wrong."""
+    if not Path(args.checkpoint).is_file():
+        raise UsageError(f"checkpoint not found: {args.checkpoint}")
+    if args.features_root is not None and not Path(args.features_root).is_dir():
+        raise UsageError(f"--features-root is not a folder: {args.features_root}")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be in 0..65535, got {args.port}")
+    if not 0 <= args.max_wait_ms <= 60_000:
+        raise UsageError(f"--max-wait-ms must be in 0..60000, got {args.max_wait_ms}")
+    if not 0 < args.max_body_mb <= 4096:
+        raise UsageError(f"--max-body-mb must be in (0, 4096], got {args.max_body_mb}")
+    if not args.ray and (args.replicas is not None or args.ray_address is not None):
+        raise UsageError("--replicas and --ray-address need --ray")
+    api_key = None
+    if args.api_key_env is not None:
+        api_key = os.environ.get(args.api_key_env, "")
+        if not api_key.strip():
+            raise UsageError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
+    return ServeSettings(args.checkpoint, args.device, args.precision, args.backend, args.max_batch, args.max_wait_ms,
+                         args.max_queue, args.features_root, api_key, int(args.max_body_mb * (1 << 20)), args.warmup)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if args.ray:
+        from ..serve.ray_app import run_on_ray
+
+        return run_on_ray(settings, args.replicas or 1, args.host, args.port, args.ray_address)
+    from ..serve.runner import run_one_process
+
+    return run_one_process(settings, args.host, args.port)

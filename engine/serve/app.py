@@ -1,0 +1,91 @@
+"""The HTTP API as an ASGI app: POST /v1/ground, GET /health, /ready, /metrics."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..errors import QueueFullError
+from .guards import Refusal, check_bearer, read_body
+from .parsing import BodyError, parse_body
+from .service import GroundingService
+
+log = logging.getLogger("seqpan.serve")
+RETRY_AFTER_S = "1"
+
+
+def build_app(service: GroundingService, replica: str | None = None) -> Starlette:
+    """The API in front of `service`; `replica` (if given) is sent in an `X-SeqPAN-Replica` header.
+    Starting the app starts loading the model in the background; stopping it drains the batcher."""
+    settings, metrics = service.settings, service.metrics
+    extra_headers = {"X-SeqPAN-Replica": replica} if replica is not None else {}
+
+    def respond(route: str, status: int, payload=None, headers=None, body: bytes | None = None,
+                media_type: str = "application/json") -> Response:
+        metrics.http_requests.labels(route, str(status)).inc()
+        if body is None:
+            body = json.dumps(payload, allow_nan=False).encode()
+        return Response(body, status, {**extra_headers, **(headers or {})}, media_type)
+
+    async def ground(request: Request) -> Response:
+        started = time.perf_counter()
+        metrics.in_progress.inc()
+        try:
+            check_bearer(request, settings.api_key)
+            if not service.ready:
+                raise Refusal(503, "the model is still loading; retry later", "not_ready",
+                              {"Retry-After": RETRY_AFTER_S})
+            body = await read_body(request, settings.max_body_bytes)
+            entries = await asyncio.to_thread(parse_body, body, service.engine.cfg.visual_dim, settings.features_root)
+            if len(entries) > settings.max_queue:
+                raise Refusal(413, f"{len(entries)} requests in one body; at most {settings.max_queue}", "too_large")
+            results = await service.ground(entries)
+            payload = {"results": [r.to_json() for r in results]}
+            response = respond("/v1/ground", 200, payload)
+            metrics.latency.observe(time.perf_counter() - started)
+            return response
+        except BodyError as err:
+            metrics.rejections.labels("malformed").inc()
+            return respond("/v1/ground", 400, {"error": str(err)})
+        except QueueFullError:
+            metrics.rejections.labels("queue_full").inc()
+            return respond("/v1/ground", 429, {"error": "the request queue is full; retry later"},
+                           {"Retry-After": RETRY_AFTER_S})
+        except Refusal as refusal:
+            metrics.rejections.labels(refusal.reason).inc()
+            return respond("/v1/ground", refusal.status, {"error": refusal.message}, refusal.headers)
+        except Exception:  # a bug: the log gets the traceback, the client one line
+            log.exception("POST /v1/ground failed")
+            return respond("/v1/ground", 500, {"error": "internal server error"})
+        finally:
+            metrics.in_progress.dec()
+
+    async def health(request: Request) -> Response:
+        return respond("/health", 200, {"status": "ok"})
+
+    async def ready(request: Request) -> Response:
+        if service.ready:
+            return respond("/ready", 200, {"status": "ready", "engine": service.engine.description})
+        status = "failed: " + service.failure if service.failure else "loading"
+        return respond("/ready", 503, {"status": status})
+
+    async def metrics_text(request: Request) -> Response:
+        body, content_type = metrics.render()
+        return respond("/metrics", 200, body=body, media_type=content_type)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        service.start_loading()
+        yield
+        await asyncio.to_thread(service.close)
+
+    routes = [Route("/v1/ground", ground, methods=["POST"]), Route("/health", health, methods=["GET"]),
+              Route("/ready", ready, methods=["GET"]), Route("/metrics", metrics_text, methods=["GET"])]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,37 @@
+"""The service's Prometheus metrics, in a registry of its own (one per server or replica)."""
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServiceMetrics:
+    """Counters, histograms and gauges of one serving process; `render()` is the /metrics body."""
+
+    def __init__(self, replica: str | None = None):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter("seqpan_http_requests", "HTTP requests answered, by route and status code",
+                                     ["route", "code"], registry=r)
+        self.results = Counter("seqpan_results", "grounding results sent, by outcome (ok or error)",
+                               ["outcome"], registry=r)
+        self.rejections = Counter("seqpan_rejections", "POST /v1/ground refused before grounding, by reason",
+                                  ["reason"], registry=r)
+        self.latency = Histogram("seqpan_request_latency_seconds", "time to answer one POST /v1/ground",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("seqpan_batch_size", "requests in each engine batch the micro-batcher runs",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.queue_depth = Gauge("seqpan_queue_depth", "grounding requests in the micro-batcher, waiting or running",
+                                 registry=r)
+        self.in_progress = Gauge("seqpan_ground_in_progress", "POST /v1/ground requests accepted and not yet answered",
+                                 registry=r)
+        self.ready = Gauge("seqpan_ready", "1 once the model is loaded and warm, else 0", registry=r)
+        if replica is not None:
+            Gauge("seqpan_replica", "the replica this process serves as (value 1)", ["replica"],
+                  registry=r).labels(replica).set(1)
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,122 @@
+"""GroundingService: the engine and its micro-batcher behind the HTTP API."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import Future
+from typing import Sequence
+
+import numpy as np
+
+from reference.errors import SeqPANError
+
+from ..batcher import MicroBatcher
+from ..batching import length_buckets
+from ..engine import GroundingEngine
+from ..errors import QueueFullError
+from ..requests import GroundingRequest, GroundingResult
+from .metrics import ServiceMetrics
+from .settings import ServeSettings
+
+log = logging.getLogger("seqpan.serve")
+INTERNAL_ERROR = "internal error while grounding this request"
+
+
+class GroundingService:
+    """Loads and warms the engine (`load`, or `start_loading` in the background), then grounds
+    parsed requests through one MicroBatcher; `ready` says when it can."""
+
+    def __init__(self, settings: ServeSettings, metrics: ServiceMetrics):
+        self.settings, self.metrics = settings, metrics
+        self.engine: GroundingEngine | None = None
+        self.batcher: MicroBatcher | None = None
+        self.failure: Exception | None = None  # why loading failed
+        self._ready = threading.Event()
+        self._loader: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def load(self) -> None:
+        """Load the checkpoint, run the common shapes once, start the micro-batcher (blocking)."""
+        s = self.settings
+        engine = GroundingEngine.from_checkpoint(s.checkpoint, device=s.device, precision=s.precision,
+                                                 backend=s.backend, max_batch=s.max_batch)
+        if s.warmup:
+            warm_up(engine)
+        self.engine = engine
+        self.batcher = MicroBatcher(_MeteredEngine(engine, self.metrics), s.max_batch, s.max_wait_ms, s.max_queue)
+        self._ready.set()
+        self.metrics.ready.set(1)
+
+    def start_loading(self) -> None:
+        """`load()` in a background thread (once); an exception it raises is kept in `failure`."""
+        if self._loader is not None or self.ready:
+            return
+
+        def load_or_record_failure() -> None:
+            try:
+                self.load()
+            except Exception as err:
+                if not isinstance(err, (SeqPANError, OSError)):  # a bug, not the user's input
+                    log.exception("loading the model failed")
+                self.failure = err
+
+        self._loader = threading.Thread(target=load_or_record_failure, name="seqpan-load", daemon=True)
+        self._loader.start()
+
+    async def ground(self, entries: Sequence[GroundingRequest | GroundingResult]) -> list[GroundingResult]:
+        """Results in order: each request grounded by the micro-batcher, each error result as it is.
+        Raises QueueFullError, having submitted nothing that is still to run, when there is no room."""
+        assert self.batcher is not None, "ground() before the service is ready"
+        futures: dict[int, Future] = {}
+        try:
+            for i, entry in enumerate(entries):
+                if isinstance(entry, GroundingRequest):
+                    futures[i] = self.batcher.submit(entry)
+                    self.metrics.queue_depth.inc()
+                    futures[i].add_done_callback(lambda _: self.metrics.queue_depth.dec())
+        except QueueFullError:
+            for future in futures.values():
+                future.cancel()
+            raise
+        answers = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures.values()), return_exceptions=True)
+        served = dict(zip(futures, answers))
+        results = []
+        for i, entry in enumerate(entries):
+            answer = served.get(i, entry)
+            if isinstance(answer, BaseException):
+                log.error("grounding failed", exc_info=answer)
+                answer = GroundingResult(entry.id, error=INTERNAL_ERROR)
+            results.append(answer)
+        for result in results:
+            self.metrics.results.labels("ok" if result.error is None else "error").inc()
+        return results
+
+    def close(self) -> None:
+        """Finish every queued request, then stop the micro-batcher."""
+        if self.batcher is not None:
+            self.batcher.close()
+
+
+class _MeteredEngine:
+    """The engine as the micro-batcher sees it, recording each batch's size."""
+
+    def __init__(self, engine: GroundingEngine, metrics: ServiceMetrics):
+        self.engine, self.metrics = engine, metrics
+
+    def ground(self, requests: Sequence[GroundingRequest], progress=None) -> list[GroundingResult]:
+        self.metrics.batch_size.observe(len(requests))
+        return self.engine.ground(requests, progress)
+
+
+def warm_up(engine: GroundingEngine) -> None:
+    """Ground one short query per coarse length bucket, at batch 1 (and, on a GPU, at max_batch so
+    its CUDA graph is captured), so that the first real requests do not pay for it."""
+    sizes = (1, engine.max_batch) if engine.device.type == "cuda" else (1,)
+    for clips in length_buckets(engine.cfg.max_pos_len):
+        features = np.zeros((clips, engine.cfg.visual_dim), np.float32)
+        for size in sizes:
+            engine.ground([GroundingRequest(features, "warm up", float(clips), video_id="warm-up")] * size)

@@ -1,0 +1,20 @@
+"""What one server, or one Ray Serve replica, is started with."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Engine, batcher and HTTP limits of one serving process (picklable: Ray ships it to replicas)."""
+    checkpoint: str
+    device: str = "auto"
+    precision: str = "auto"
+    backend: str = "auto"
+    max_batch: int = 64  # requests per engine batch
+    max_wait_ms: float = 2.0  # how long the micro-batcher waits to fill a batch
+    max_queue: int = 1024  # requests waiting in the micro-batcher; more are answered 429
+    features_root: str | None = None  # feature paths are read below this folder only; None = no paths
+    api_key: str | None = None  # when set, POST /v1/ground needs `Authorization: Bearer <api_key>`
+    max_body_bytes: int = 16 << 20  # larger bodies are answered 413
+    warmup: bool = True  # run the common shapes once before /ready says 200

@@ -1,0 +1,284 @@
+"""`seqpan serve` as a real process on a free loopback port: answers equal the engine's, probes and
+metrics, every refusal, path confinement, auth, 429 under overload, and SIGTERM during a burst."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.server_process import ServerProcess
+from engine import GroundingEngine, GroundingRequest
+from engine.serve.app import build_app
+from engine.serve.metrics import ServiceMetrics
+from engine.serve.service import GroundingService
+from engine.serve.settings import ServeSettings
+from tests.engine.serve.conftest import assert_same_answers
+from tests.engine.test_engine import CFG
+from tests.helpers import run_cli
+
+API_KEY = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def server(serve_files):
+    """A server with a features root, an API key, batches of at most 8 and a 1 MiB body limit."""
+    ckpt, root, _ = serve_files
+    args = ["--checkpoint", str(ckpt), "--port", "0", "--features-root", str(root), "--max-batch", "8",
+            "--max-body-mb", "1", "--api-key-env", "SEQPAN_TEST_KEY"]
+    with ServerProcess(args, env={"SEQPAN_TEST_KEY": API_KEY}) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def engine(serve_files):
+    return GroundingEngine.from_checkpoint(serve_files[0], device="cpu")
+
+
+def post(server: ServerProcess, body, headers=AUTH) -> httpx.Response:
+    content = body if isinstance(body, (bytes, str)) else None
+    return httpx.post(f"{server.url}/v1/ground", content=content, json=None if content is not None else body,
+                      headers=headers, timeout=60)
+
+
+def metrics(server: ServerProcess) -> dict[tuple, float]:
+    """Every sample of GET /metrics: (name, sorted labels) -> value."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def clip_list(clips: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((clips, CFG.visual_dim)).astype(np.float32)
+
+
+def test_answers_equal_the_engine_in_request_order(server, engine, serve_files):
+    _, root, _ = serve_files
+    listed = clip_list(9, seed=1)
+    body = [
+        {"id": "a1", "features": "a.npy", "query": "person opens the door", "duration": 31.5},
+        {"id": "a2", "features": "a.npy", "query": "closes the window", "duration": 31.5},
+        {"id": "b", "features": "b.npy", "query": "a person sits on chair", "duration": 80},
+        {"id": "c", "features": "sub/c.npy", "query": "takes book", "duration": 4},
+        {"id": "list", "features": listed.tolist(), "query": "walks into room", "duration": 12, "video_id": "v"},
+        {"id": "list2", "features": listed.tolist(), "query": "opens door", "duration": 12, "video_id": "v"},
+        {"id": "seeded", "features": "a.npy", "query": "person opens the door", "duration": 31.5, "seed": 7},
+        {"id": "zero-duration", "features": "a.npy", "query": "door", "duration": 0},
+        {"id": "empty", "features": "sub/../b.npy", "query": "  ", "duration": 3},
+        {"features": "b.npy", "query": "no id: the position is the id", "duration": 3},
+    ]
+    response = post(server, {"requests": body})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    local = [GroundingRequest(root / r["features"] if isinstance(r["features"], str) else listed, r["query"],
+                              r["duration"], video_id=r.get("video_id"), id=r.get("id", i), seed=r.get("seed"))
+             for i, r in enumerate(body)]
+    expected = [r.to_json() for r in engine.ground(local)]
+    assert [r.get("error") is None for r in expected] == [True] * 7 + [False, False, True]
+    assert_same_answers(response.json()["results"], expected)
+
+
+def test_bad_entries_get_their_own_errors(server):
+    good = {"id": "good", "features": "a.npy", "query": "person opens the door", "duration": 30}
+    body = {"requests": [{"id": "no-query", "features": "a.npy", "duration": 3}, good, 7,
+                         {"id": "dim", "features": [[1.0, 2.0]], "query": "door", "duration": 3},
+                         {"id": "text", "features": [["x"] * CFG.visual_dim], "query": "door", "duration": 3},
+                         {"id": "seed", "features": "a.npy", "query": "door", "duration": 3, "seed": "x"}, good]}
+    results = post(server, body).json()["results"]
+    assert [r["id"] for r in results] == ["no-query", "good", 2, "dim", "text", "seed", "good"]
+    assert results[1] == results[6] and "start" in results[1]
+    errors = [r["error"] for r in results if "error" in r]
+    assert [e.split(":")[0] for e in errors] == ["requests[0]", "requests[2]", "requests[3]", "requests[4]",
+                                                 "requests[5]"]
+    assert "missing query" in errors[0] and "expected a JSON object" in errors[1]
+    assert "expected 24 numbers" in errors[2] and "numbers" in errors[3] and "seed" in errors[4]
+
+
+def test_health_ready_and_metrics_move(server):
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+    ready = httpx.get(f"{server.url}/ready")
+    assert ready.status_code == 200 and "reference backend" in ready.json()["engine"]
+    before = metrics(server)
+    body = {"requests": [{"features": "a.npy", "query": "opens the door", "duration": 9}] * 3
+            + [{"features": "a.npy", "query": "", "duration": 9}]}
+    assert post(server, body).status_code == 200
+    after = metrics(server)
+
+    def moved(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert moved("seqpan_http_requests_total", route="/v1/ground", code="200") == 1
+    assert moved("seqpan_results_total", outcome="ok") == 3 and moved("seqpan_results_total", outcome="error") == 1
+    assert moved("seqpan_request_latency_seconds_count") == 1
+    assert moved("seqpan_batch_size_count") >= 1 and moved("seqpan_batch_size_sum") == 4  # the empty query fails in the engine
+    assert after[("seqpan_ready", ())] == 1 and after[("seqpan_queue_depth", ())] == 0
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"{not json", "not valid JSON"),
+    (b'{"queries": []}', '{"requests": [...]}'),
+    (b'[{"requests": []}]', '{"requests": [...]}'),
+    (b'{"requests": {"id": 1}}', '{"requests": [...]}'),
+    (b'{"requests": [NaN]}', "NaN is not JSON"),
+    (b"[" * 100_000, "nested too deeply"),
+    (b"\xff\xfe\x00garbage", "not valid JSON"),
+])
+def test_malformed_bodies_are_400(server, body, message):
+    response = post(server, body)
+    assert response.status_code == 400 and message in response.json()["error"]
+    assert "Traceback" not in response.text and "\n" not in response.json()["error"]
+
+
+def test_large_bodies_are_413_declared_or_streamed(server):
+    big = b'{"requests": [' + b" " * (1 << 20) + b"]}"
+    assert post(server, big).status_code == 413
+    chunked = httpx.post(f"{server.url}/v1/ground", content=iter([big[:1000], big[1000:]]), headers=AUTH)
+    assert "content-length" not in chunked.request.headers
+    assert chunked.status_code == 413 and "larger than 1048576 bytes" in chunked.json()["error"]
+    assert metrics(server)[("seqpan_rejections_total", (("reason", "too_large"),))] >= 2
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {API_KEY}"},
+                                     {"Authorization": API_KEY}])
+def test_api_key_is_required(server, headers):
+    response = post(server, {"requests": []}, headers=headers)
+    assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    assert "API key" in response.json()["error"]
+    assert post(server, {"requests": []}).json() == {"results": []}
+
+
+def test_unknown_routes_and_methods(server):
+    assert httpx.get(f"{server.url}/nothing").status_code == 404
+    assert httpx.get(f"{server.url}/v1/ground").status_code == 405
+
+
+def test_paths_outside_the_root_are_refused_alike(server, serve_files):
+    _, root, outside = serve_files
+    escapes = ["../outside/secret.npy", "../outside/missing.npy", str(outside / "secret.npy"),
+               str(outside / "missing.npy"), str(root / "a.npy"), "link.npy", "linkdir/secret.npy",
+               "sub/../../outside/secret.npy", "/etc/passwd", "a.npy\x00.txt"]
+    body = {"requests": [{"features": p, "query": "door", "duration": 3} for p in escapes]
+            + [{"features": "missing.npy", "query": "door", "duration": 3},
+               {"features": "sub/../a.npy", "query": "door", "duration": 3}]}
+    results = post(server, body).json()["results"]
+    refused = {r["error"].split(": ", 1)[1] for r in results[: len(escapes)]}
+    assert len(refused) == 1 and "refused" in refused.pop()
+    assert "not found" in results[-2]["error"] and "start" in results[-1]
+
+
+def test_no_paths_without_a_root_and_429_when_the_queue_is_full(serve_files, engine):
+    ckpt = serve_files[0]
+    args = ["--checkpoint", str(ckpt), "--port", "0", "--max-queue", "3", "--max-batch", "1", "--max-wait-ms", "0"]
+    with ServerProcess(args) as server:
+        refused = post(server, {"requests": [{"features": "a.npy", "query": "door", "duration": 3}]}, headers={})
+        assert "not accepted by this server" in refused.json()["results"][0]["error"]
+
+        bodies = [[{"id": f"{i}-{j}", "features": clip_list(9, seed=i).tolist(), "query": "opens the door",
+                    "duration": 10.0} for j in range(3)] for i in range(30)]
+
+        async def burst():
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+                return await asyncio.gather(*(client.post("/v1/ground", json={"requests": b}) for b in bodies))
+
+        responses = asyncio.run(burst())
+        codes = [r.status_code for r in responses]
+        assert set(codes) == {200, 429} and codes.count(429) >= 1
+        for body, response in zip(bodies, responses):
+            if response.status_code == 429:
+                assert response.headers["retry-after"] == "1" and "queue is full" in response.json()["error"]
+                continue
+            local = [GroundingRequest(clip_list(9, seed=int(r["id"].split("-")[0])), r["query"], r["duration"],
+                                      id=r["id"]) for r in body]
+            assert_same_answers(response.json()["results"], [r.to_json() for r in engine.ground(local)])
+        counted = metrics(server)
+        assert counted[("seqpan_rejections_total", (("reason", "queue_full"),))] == codes.count(429)
+        again = post(server, {"requests": bodies[0]}, headers={})  # the batcher survived the refusals
+        assert again.status_code == 200 and len(again.json()["results"]) == 3
+        assert counted[("seqpan_queue_depth", ())] == 0
+
+
+def test_sigterm_during_a_burst_answers_every_accepted_request_and_exits_0(serve_files, engine):
+    ckpt = serve_files[0]
+    args = ["--checkpoint", str(ckpt), "--port", "0", "--max-wait-ms", "3000", "--max-batch", "64"]
+    bodies = [{"requests": [{"id": i, "features": clip_list(5 + i, seed=i).tolist(), "query": "sits on chair",
+                             "duration": 20.0}]} for i in range(16)]
+    with ServerProcess(args) as server:
+        async def burst_then_stop():
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+                tasks = [asyncio.create_task(client.post("/v1/ground", json=b)) for b in bodies]
+                for _ in range(300):  # until all 16 are accepted and wait for their batch (up to 3 s)
+                    if "seqpan_ground_in_progress 16.0" in (await client.get("/metrics")).text:
+                        break
+                    await asyncio.sleep(0.01)
+                waiting = sum(not t.done() for t in tasks)
+                server.proc.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.3)
+                with pytest.raises(httpx.TransportError):  # it no longer accepts connections
+                    async with httpx.AsyncClient(base_url=server.url, timeout=5) as late:
+                        await late.get("/health")
+                return waiting, await asyncio.gather(*tasks)
+
+        waiting, responses = asyncio.run(burst_then_stop())
+        assert waiting == 16  # every request was accepted and still unanswered when the signal came
+        assert server.proc.wait(60) == 0
+    assert [r.status_code for r in responses] == [200] * 16
+    local = [GroundingRequest(clip_list(5 + i, seed=i), "sits on chair", 20.0, id=i) for i in range(16)]
+    expected = [r.to_json() for r in engine.ground(local)]
+    assert_same_answers([r.json()["results"][0] for r in responses], expected)
+    assert "stopping" in server.stderr and "stopped" in server.stderr and "Traceback" not in server.stderr
+
+
+def test_ready_is_503_until_the_model_is_loaded_and_warm(serve_files):
+    service = GroundingService(ServeSettings(str(serve_files[0]), device="cpu"), ServiceMetrics())
+    body = {"requests": [{"features": clip_list(3, 0).tolist(), "query": "door", "duration": 3}]}
+
+    async def probe():
+        transport = httpx.ASGITransport(app=build_app(service))  # no lifespan: loading is ours to start
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            loading = [await client.get("/ready"), await client.post("/v1/ground", json=body)]
+            alive = await client.get("/health")
+            await asyncio.to_thread(service.load)
+            return loading, alive, [await client.get("/ready"), await client.post("/v1/ground", json=body)]
+
+    (ready, ground), alive, (ready2, ground2) = asyncio.run(probe())
+    service.close()
+    assert ready.status_code == 503 and ready.json() == {"status": "loading"} and alive.status_code == 200
+    assert ground.status_code == 503 and ground.headers["retry-after"] == "1"
+    assert ready2.status_code == 200 and ground2.status_code == 200 and "start" in ground2.json()["results"][0]
+
+
+def test_a_checkpoint_that_fails_to_load_stops_the_server_with_exit_2(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--checkpoint", str(bad), "--port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "seqpan serve: error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--checkpoint", "{tmp}/missing.safetensors"], "checkpoint not found"),
+    (["--checkpoint", "{ckpt}", "--features-root", "{tmp}/nowhere"], "not a folder"),
+    (["--checkpoint", "{ckpt}", "--api-key-env", "SEQPAN_UNSET_VARIABLE"], "not set or empty"),
+    (["--checkpoint", "{ckpt}", "--replicas", "2"], "need --ray"),
+    (["--checkpoint", "{ckpt}", "--port", "70000"], "--port"),
+    (["--checkpoint", "{ckpt}", "--max-body-mb", "0"], "--max-body-mb"),
+])
+def test_bad_options_are_one_line_exit_2(serve_files, tmp_path, args, message):
+    result = run_cli("serve", *[a.format(tmp=tmp_path, ckpt=serve_files[0]) for a in args])
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_one_line_exit_2(serve_files):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run_cli("serve", "--checkpoint", str(serve_files[0]), "--port", str(taken.getsockname()[1]))
+    assert result.returncode == 2 and "cannot listen on 127.0.0.1:" in result.stderr

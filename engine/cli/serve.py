@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--backend", default="auto")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads of the engine (default: torch's, one per "
+                                                        "core; under --ray, each replica's CPU share)")
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
                    help="report ready without first running the common shapes")
     p.add_argument("--ray", action="store_true", help="serve from a Ray Serve deployment (needs ray[serve])")
@@ -61,7 +63,8 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         if not api_key.strip():
             raise UsageError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
     return ServeSettings(args.checkpoint, args.device, args.precision, args.backend, args.max_batch, args.max_wait_ms,
-                         args.max_queue, args.features_root, api_key, int(args.max_body_mb * (1 << 20)), args.warmup)
+                         args.max_queue, args.features_root, api_key, int(args.max_body_mb * (1 << 20)), args.warmup,
+                         args.threads)
 
 
 def run(args: argparse.Namespace) -> int:

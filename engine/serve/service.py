@@ -8,6 +8,7 @@ from concurrent.futures import Future
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from reference.errors import SeqPANError
 
@@ -42,6 +43,8 @@ class GroundingService:
     def load(self) -> None:
         """Load the checkpoint, run the common shapes once, start the micro-batcher (blocking)."""
         s = self.settings
+        if s.threads is not None:
+            torch.set_num_threads(s.threads)
         engine = GroundingEngine.from_checkpoint(s.checkpoint, device=s.device, precision=s.precision,
                                                  backend=s.backend, max_batch=s.max_batch)
         if s.warmup:

@@ -43,7 +43,7 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
                 raise Refusal(503, "the model is still loading; retry later", "not_ready",
                               {"Retry-After": RETRY_AFTER_S})
             body = await read_body(request, settings.max_body_bytes)
-            entries = await asyncio.to_thread(parse_body, body, service.engine.cfg.visual_dim, settings.features_root)
+            entries = await asyncio.to_thread(parse_body, body, service.engine.limits)
             if len(entries) > settings.max_queue:
                 raise Refusal(413, f"{len(entries)} requests in one body; at most {settings.max_queue}", "too_large")
             results = await service.ground(entries)

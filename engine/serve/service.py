@@ -46,7 +46,9 @@ class GroundingService:
         if s.threads is not None:
             torch.set_num_threads(s.threads)
         engine = GroundingEngine.from_checkpoint(s.checkpoint, device=s.device, precision=s.precision,
-                                                 backend=s.backend, max_batch=s.max_batch)
+                                                 backend=s.backend, max_batch=s.max_batch,
+                                                 features_root=s.features_root,
+                                                 allow_feature_paths=s.features_root is not None)
         if s.warmup:
             warm_up(engine)
         self.engine = engine

@@ -3,9 +3,11 @@ metrics, every refusal, path confinement, auth, 429 under overload, and SIGTERM 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
+import threading
 
 import httpx
 import numpy as np
@@ -13,7 +15,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.server_process import ServerProcess
-from engine import GroundingEngine, GroundingRequest
+from engine import GroundingEngine, GroundingRequest, MicroBatcher, QueueFullError
+from engine.data.features import PathRefused
+from engine.requests import PATHS_REFUSED
 from engine.serve.app import build_app
 from engine.serve.metrics import ServiceMetrics
 from engine.serve.service import GroundingService
@@ -58,8 +62,8 @@ def clip_list(clips: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((clips, CFG.visual_dim)).astype(np.float32)
 
 
-def test_answers_equal_the_engine_in_request_order(server, engine, serve_files):
-    _, root, _ = serve_files
+def test_answers_equal_the_engine_and_seqpan_ground_requests(server, engine, serve_files, tmp_path):
+    ckpt, root, _ = serve_files
     listed = clip_list(9, seed=1)
     body = [
         {"id": "a1", "features": "a.npy", "query": "person opens the door", "duration": 31.5},
@@ -71,16 +75,30 @@ def test_answers_equal_the_engine_in_request_order(server, engine, serve_files):
         {"id": "seeded", "features": "a.npy", "query": "person opens the door", "duration": 31.5, "seed": 7},
         {"id": "zero-duration", "features": "a.npy", "query": "door", "duration": 0},
         {"id": "empty", "features": "sub/../b.npy", "query": "  ", "duration": 3},
-        {"features": "b.npy", "query": "no id: the position is the id", "duration": 3},
+        {"id": "overflow", "features": [[1e39] * CFG.visual_dim], "query": "door", "duration": 3},
     ]
-    response = post(server, {"requests": body})
+    response = post(server, {"requests": body + [{"features": "b.npy", "query": "no id: its position", "duration": 3}]})
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    got = response.json()["results"]
+    assert got[-1]["id"] == len(body) and "start" in got[-1]
+    # the engine's own answers, for the requests it grounds
     local = [GroundingRequest(root / r["features"] if isinstance(r["features"], str) else listed, r["query"],
-                              r["duration"], video_id=r.get("video_id"), id=r.get("id", i), seed=r.get("seed"))
-             for i, r in enumerate(body)]
-    expected = [r.to_json() for r in engine.ground(local)]
-    assert [r.get("error") is None for r in expected] == [True] * 7 + [False, False, True]
-    assert_same_answers(response.json()["results"], expected)
+                              r["duration"], video_id=r.get("video_id"), id=r["id"], seed=r.get("seed"))
+             for r in body[:7]]
+    assert_same_answers(got[:7], [r.to_json() for r in engine.ground(local)])
+    # what `seqpan ground --requests` writes for the same requests: equal, but that an entry's
+    # error names its position in `requests` where the file's names the line
+    lines = [{**r, "features": str(root / r["features"]) if isinstance(r["features"], str) else r["features"]}
+             for r in body]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    run_cli("ground", "--checkpoint", str(ckpt), "--requests", str(tmp_path / "in.jsonl"),
+            "--out", str(tmp_path / "out.jsonl"))
+    written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    for i, r in enumerate(written):
+        if "error" in r:
+            r["error"] = r["error"].replace(f"line {i + 1}: ", f"requests[{i}]: ")
+    assert [r["id"] for r in written if "error" in r] == ["zero-duration", "empty", "overflow"]
+    assert_same_answers(got[:-1], written)
 
 
 def test_bad_entries_get_their_own_errors(server):
@@ -90,13 +108,15 @@ def test_bad_entries_get_their_own_errors(server):
                          {"id": "text", "features": [["x"] * CFG.visual_dim], "query": "door", "duration": 3},
                          {"id": "seed", "features": "a.npy", "query": "door", "duration": 3, "seed": "x"}, good]}
     results = post(server, body).json()["results"]
-    assert [r["id"] for r in results] == ["no-query", "good", 2, "dim", "text", "seed", "good"]
+    assert [r["id"] for r in results] == ["no-query", "good", None, "dim", "text", "seed", "good"]
     assert results[1] == results[6] and "start" in results[1]
-    errors = [r["error"] for r in results if "error" in r]
-    assert [e.split(":")[0] for e in errors] == ["requests[0]", "requests[2]", "requests[3]", "requests[4]",
-                                                 "requests[5]"]
-    assert "missing query" in errors[0] and "expected a JSON object" in errors[1]
-    assert "expected 24 numbers" in errors[2] and "numbers" in errors[3] and "seed" in errors[4]
+    errors = {r["id"]: r["error"] for r in results if "error" in r}
+    # what the JSON parser refuses names the entry, as `seqpan ground` names the line; the engine's
+    # own refusals are the engine's messages
+    assert errors["no-query"].startswith("requests[0]: missing query")
+    assert errors[None].startswith("requests[2]: expected a JSON object")
+    assert errors["seed"].startswith("requests[5]: seed must be an integer")
+    assert str(CFG.visual_dim) in errors["dim"] and "numbers" in errors["text"]
 
 
 def test_health_ready_and_metrics_move(server):
@@ -116,7 +136,7 @@ def test_health_ready_and_metrics_move(server):
     assert moved("seqpan_http_requests_total", route="/v1/ground", code="200") == 1
     assert moved("seqpan_results_total", outcome="ok") == 3 and moved("seqpan_results_total", outcome="error") == 1
     assert moved("seqpan_request_latency_seconds_count") == 1
-    assert moved("seqpan_batch_size_count") >= 1 and moved("seqpan_batch_size_sum") == 4  # the empty query fails in the engine
+    assert moved("seqpan_batch_size_count") >= 1 and moved("seqpan_batch_size_sum") == 3  # the empty query never reaches it
     assert after[("seqpan_ready", ())] == 1 and after[("seqpan_queue_depth", ())] == 0
 
 
@@ -125,9 +145,9 @@ def test_health_ready_and_metrics_move(server):
     (b'{"queries": []}', '{"requests": [...]}'),
     (b'[{"requests": []}]', '{"requests": [...]}'),
     (b'{"requests": {"id": 1}}', '{"requests": [...]}'),
-    (b'{"requests": [NaN]}', "NaN is not JSON"),
+    (b'{"requests": [NaN]}', "NaN is not a JSON number"),
     (b"[" * 100_000, "nested too deeply"),
-    (b"\xff\xfe\x00garbage", "not valid JSON"),
+    (b'{"requests": ["\xff"]}', "not valid UTF-8"),
 ])
 def test_malformed_bodies_are_400(server, body, message):
     response = post(server, body)
@@ -160,16 +180,14 @@ def test_unknown_routes_and_methods(server):
 
 def test_paths_outside_the_root_are_refused_alike(server, serve_files):
     _, root, outside = serve_files
-    escapes = ["../outside/secret.npy", "../outside/missing.npy", str(outside / "secret.npy"),
-               str(outside / "missing.npy"), str(root / "a.npy"), "link.npy", "linkdir/secret.npy",
-               "sub/../../outside/secret.npy", "/etc/passwd", "a.npy\x00.txt"]
-    body = {"requests": [{"features": p, "query": "door", "duration": 3} for p in escapes]
-            + [{"features": "missing.npy", "query": "door", "duration": 3},
-               {"features": "sub/../a.npy", "query": "door", "duration": 3}]}
+    refused = ["../outside/secret.npy", "../outside/missing.npy", str(outside / "secret.npy"),
+               str(outside / "missing.npy"), "link.npy", "linkdir/secret.npy", "sub/../../outside/secret.npy",
+               "/etc/passwd", "a.npy\x00.txt", "missing.npy", "sub", "."]
+    served = ["sub/../a.npy", str(root / "a.npy"), "./sub/c.npy"]
+    body = {"requests": [{"features": p, "query": "door", "duration": 3} for p in refused + served]}
     results = post(server, body).json()["results"]
-    refused = {r["error"].split(": ", 1)[1] for r in results[: len(escapes)]}
-    assert len(refused) == 1 and "refused" in refused.pop()
-    assert "not found" in results[-2]["error"] and "start" in results[-1]
+    assert {r.get("error") for r in results[: len(refused)]} == {PathRefused.MESSAGE}
+    assert all("start" in r for r in results[len(refused):])
 
 
 def test_no_paths_without_a_root_and_429_when_the_queue_is_full(serve_files, engine):
@@ -177,7 +195,7 @@ def test_no_paths_without_a_root_and_429_when_the_queue_is_full(serve_files, eng
     args = ["--checkpoint", str(ckpt), "--port", "0", "--max-queue", "3", "--max-batch", "1", "--max-wait-ms", "0"]
     with ServerProcess(args) as server:
         refused = post(server, {"requests": [{"features": "a.npy", "query": "door", "duration": 3}]}, headers={})
-        assert "not accepted by this server" in refused.json()["results"][0]["error"]
+        assert refused.json()["results"][0]["error"] == PATHS_REFUSED
         too_many = post(server, {"requests": [{"features": "a.npy", "query": "door", "duration": 3}] * 4}, headers={})
         assert too_many.status_code == 413 and "at most 3" in too_many.json()["error"]
 
@@ -188,6 +206,7 @@ def test_no_paths_without_a_root_and_429_when_the_queue_is_full(serve_files, eng
             async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
                 return await asyncio.gather(*(client.post("/v1/ground", json={"requests": b}) for b in bodies))
 
+        before = metrics(server)
         responses = asyncio.run(burst())
         codes = [r.status_code for r in responses]
         assert set(codes) == {200, 429} and codes.count(429) >= 1
@@ -200,6 +219,8 @@ def test_no_paths_without_a_root_and_429_when_the_queue_is_full(serve_files, eng
             assert_same_answers(response.json()["results"], [r.to_json() for r in engine.ground(local)])
         counted = metrics(server)
         assert counted[("seqpan_rejections_total", (("reason", "queue_full"),))] == codes.count(429)
+        ran = counted[("seqpan_batch_size_sum", ())] - before[("seqpan_batch_size_sum", ())]
+        assert ran == 3 * codes.count(200)  # nothing of a refused body was run
         again = post(server, {"requests": bodies[0]}, headers={})  # the batcher survived the refusals
         assert again.status_code == 200 and len(again.json()["results"]) == 3
         assert counted[("seqpan_queue_depth", ())] == 0
@@ -253,6 +274,41 @@ def test_ready_is_503_until_the_model_is_loaded_and_warm(serve_files):
     assert ready.status_code == 503 and ready.json() == {"status": "loading"} and alive.status_code == 200
     assert ground.status_code == 503 and ground.headers["retry-after"] == "1"
     assert ready2.status_code == 200 and ground2.status_code == 200 and "start" in ground2.json()["results"][0]
+
+
+def test_a_body_refused_for_a_full_queue_runs_none_of_its_requests(serve_files):
+    service = GroundingService(ServeSettings(str(serve_files[0]), device="cpu", warmup=False), ServiceMetrics())
+    service.load()
+    entered, gate, grounded = threading.Event(), threading.Event(), []
+
+    class GatedEngine:  # the service's engine, held at the gate until the test opens it
+        def ground(self, requests, progress=None):
+            entered.set()
+            gate.wait(30)
+            grounded.extend(r.id for r in requests)
+            return service.engine.ground(requests)
+
+    service.batcher.close()
+    service.batcher = MicroBatcher(GatedEngine(), max_batch=1, max_wait_ms=0, max_queue=3)
+
+    def requests(*ids):
+        return [GroundingRequest(clip_list(4, seed=0), "opens the door", 3.0, id=i) for i in ids]
+
+    async def scenario():
+        first = asyncio.create_task(service.ground(requests("a")))
+        await asyncio.to_thread(entered.wait, 30)  # "a" is running; the queue is empty
+        second = asyncio.create_task(service.ground(requests("b1", "b2")))
+        await asyncio.sleep(0.05)  # b1, b2 wait: one place left
+        with pytest.raises(QueueFullError):
+            await service.ground(requests("c1", "c2"))  # c1 fits, c2 does not: the body is refused
+        gate.set()
+        return await first, await second
+
+    answered = asyncio.run(scenario())
+    service.close()
+    assert [[r.id for r in results] for results in answered] == [["a"], ["b1", "b2"]]
+    assert grounded == ["a", "b1", "b2"]  # c1 was withdrawn before it ran
+    assert service.metrics.registry.get_sample_value("seqpan_queue_depth") == 0
 
 
 def test_a_checkpoint_that_fails_to_load_stops_the_server_with_exit_2(tmp_path):

@@ -74,8 +74,8 @@ def same_answer(got: dict, expected: dict) -> bool:
 
 
 async def run_level(url: str, bodies: list[dict], concurrency: int) -> tuple[list[float], float, list]:
-    """`len(bodies)` calls by `concurrency` clients; per-call latency (ms), wall seconds, and each
-    call's (body, status, results, replica)."""
+    """`len(bodies)` calls by `concurrency` clients; per-call latency (ms) of the calls answered, wall
+    seconds, and each call's (body, status, results, replica); status None: the connection failed."""
     pending = iter(bodies)
     latencies: list[float] = []
     answers: list = []
@@ -84,7 +84,11 @@ async def run_level(url: str, bodies: list[dict], concurrency: int) -> tuple[lis
         async def client_loop():
             for body in pending:
                 started = time.perf_counter()
-                response = await client.post("/v1/ground", json={"requests": [body]})
+                try:
+                    response = await client.post("/v1/ground", json={"requests": [body]})
+                except httpx.TransportError:  # counted as failed: a connection lost or refused
+                    answers.append((body, None, None, None))
+                    continue
                 latencies.append((time.perf_counter() - started) * 1e3)
                 results = response.json().get("results") if response.status_code == 200 else None
                 answers.append((body, response.status_code, results, response.headers.get("x-seqpan-replica")))

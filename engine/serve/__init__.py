@@ -2,11 +2,11 @@
 readiness and Prometheus metrics, and the same API scaled out over Ray Serve replicas.
 
     settings.py   ServeSettings: what one server (or one replica) is started with
-    parsing.py    an HTTP body -> grounding requests (or one request's error)
+    parsing.py    an HTTP body -> grounding requests (or an entry's error), as `seqpan ground --requests` reads them
     metrics.py    ServiceMetrics: the Prometheus counters, histograms and gauges
     guards.py     bearer-token auth, the body-size limit, HTTP refusals
     service.py    GroundingService: load + warm the engine, the micro-batcher, ground asynchronously
     app.py        build_app: the ASGI routes (/v1/ground, /health, /ready, /metrics)
-    runner.py     serve_http: uvicorn on a bound socket; SIGTERM/Ctrl-C drain, then exit 0
+    runner.py     run_one_process: uvicorn on a bound socket; SIGTERM/Ctrl-C drain, then exit 0
     ray_app.py    run_on_ray: the same app as a Ray Serve deployment with N replicas
 """

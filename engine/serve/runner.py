@@ -23,6 +23,10 @@ from .service import GroundingService
 from .settings import ServeSettings
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# An idle connection stays open this long (Ray Serve's proxy: 90 s too). It must outlast the
+# idle expiry of clients' pools (httpx: 5 s, uvicorn's own default): otherwise a client reuses a
+# connection just as the server closes it, and that request fails (seen under load at 64 clients).
+KEEP_ALIVE_S = 90
 
 
 def say(message: str) -> None:
@@ -77,7 +81,7 @@ def serve_http(app, sock: socket.socket, watch: Callable[[], bool] | None = None
     """Serve `app` on `sock` until a stop signal (or until `watch()`, called ten times a second,
     returns True), then finish the accepted requests and the app's shutdown, and return."""
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=None)
+                            timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=None)
     _DrainingServer(config, watch).run(sockets=[sock])
 
 

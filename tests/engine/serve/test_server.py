@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -178,6 +180,19 @@ def test_unknown_routes_and_methods(server):
     assert httpx.get(f"{server.url}/v1/ground").status_code == 405
 
 
+def test_an_idle_connection_outlasts_the_clients_pool_expiry(server):
+    """A connection idle for longer than httpx's pool keeps one (5 s) is still open: a server that
+    closed it then would race clients reusing it (requests failed under load at 64 clients)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    request = f"GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+        time.sleep(5.5)
+        conn.sendall(request)
+        assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+
+
 def test_paths_outside_the_root_are_refused_alike(server, serve_files):
     _, root, outside = serve_files
     refused = ["../outside/secret.npy", "../outside/missing.npy", str(outside / "secret.npy"),
@@ -333,8 +348,6 @@ def test_bad_options_are_one_line_exit_2(serve_files, tmp_path, args, message):
 
 
 def test_a_port_in_use_is_one_line_exit_2(serve_files):
-    import socket
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -35,14 +35,14 @@ from .timing import environment, percentile
 from .workloads import load_workload, random_model
 
 CONCURRENCY = (1, 8, 64)
-# name -> `seqpan serve` options; Ray gives each replica a one-CPU share, so one torch thread each
+# name -> `seqpan serve` options; on 2 cores each Ray replica gets one CPU, so one thread
 SERVERS = {"single-1-thread": ["--threads", "1"], "single-2-threads": ["--threads", "2"],
            "ray-2-replicas": ["--ray", "--replicas", "2"]}
 
 
-def build_inputs(folder: Path, total: int, device: str) -> tuple[Path, list[dict], dict]:
+def build_inputs(folder: Path, total: int, device: str, backend: str) -> tuple[Path, list[dict], dict, str]:
     """A random-weight Charades-preset checkpoint, the videos' features as .npy files, `total` request
-    objects and the engine's own answer to each (by id)."""
+    objects, the engine's own answer to each (by id) and the engine's description."""
     workload = load_workload("charades")
     word_dict, char_dict = workload.vocab()
     ckpt = save_checkpoint(folder / "model.safetensors", random_model(workload), word_dict, char_dict)
@@ -51,10 +51,10 @@ def build_inputs(folder: Path, total: int, device: str) -> tuple[Path, list[dict
         np.save(folder / f"{vid}.npy", workload.features(vid))
     bodies = [{"id": i, "features": f"{r.vid}.npy", "query": r.sentence, "duration": r.duration, "video_id": r.vid}
               for i, r in enumerate(records)]
-    engine = GroundingEngine.from_checkpoint(ckpt, device=device)
+    engine = GroundingEngine.from_checkpoint(ckpt, device=device, backend=backend)
     requests = [engine_request(folder, b) for b in bodies]
     expected = {r.id: r.to_json() for r in engine.ground(requests)}
-    return ckpt, bodies, expected
+    return ckpt, bodies, expected, engine.description
 
 
 def engine_request(folder: Path, body: dict):
@@ -109,10 +109,10 @@ def check(answers: list, expected: dict) -> dict:
 
 
 def measure(server: str, args: list[str], ckpt: Path, folder: Path, bodies: list[dict], expected: dict,
-            counts: dict[int, int], warmup: int, device: str) -> list[dict]:
+            counts: dict[int, int], warmup: int, device: str, backend: str) -> list[dict]:
     rows = []
     port = str(free_port()) if "--ray" in args else "0"  # Ray Serve's proxy needs a fixed port
-    cmd = [*args, "--checkpoint", str(ckpt), "--features-root", str(folder), "--port", port, "--device", device,
+    cmd = [*args, "--checkpoint", str(ckpt), "--features-root", str(folder), "--port", port, "--device", device, "--backend", backend,
            "--max-batch", "64", "--max-wait-ms", "2"]
     with ServerProcess(cmd) as proc:
         for concurrency in CONCURRENCY:
@@ -135,8 +135,8 @@ def measure(server: str, args: list[str], ckpt: Path, folder: Path, bodies: list
 def render_markdown(results: dict) -> str:
     env = results["env"]
     lines = [f"# `seqpan serve` load test, {env['date']}", "",
-             f"Machine: {env['machine']}; torch {env['torch']} ({env['torch_threads']} threads in the client "
-             f"process); device {env['device']}.", "", *[f"- {n}" for n in results["notes"]], "",
+             f"Machine: {env['machine']}; engine: {env['engine']}; torch {env['torch']} ({env['torch_threads']} "
+             f"threads in the client process).", "", *[f"- {n}" for n in results["notes"]], "",
              "| server | clients | calls | p50 ms | p99 ms | requests/s | failed | mismatched | lost | duplicated |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=32, help="untimed calls before each level (default %(default)s)")
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated among %(default)s")
     parser.add_argument("--device", default="cpu", help="the servers' and the reference engine's device")
+    parser.add_argument("--backend", default="auto", help="the servers' and the reference engine's backend")
     parser.add_argument("--note", action="append", default=[], help="a line for the report (e.g. that the "
                                                                      "machine was shared)")
     args = parser.parse_args(argv)
@@ -170,18 +171,22 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="seqpan-serve-load-") as tmp:
         folder = Path(tmp)
-        ckpt, bodies, expected = build_inputs(folder, max(*counts.values(), args.warmup), args.device)
+        os.environ["SEQPAN_CACHE_DIR"] = str(folder / "compiled")  # servers inherit it: no compiled model reused
+        ckpt, bodies, expected, engine = build_inputs(folder, max(*counts.values(), args.warmup), args.device,
+                                                      args.backend)
         rows = [row for name in servers
                 for row in measure(name, SERVERS[name], ckpt, folder, bodies, expected, counts, args.warmup,
-                                   args.device)]
+                                   args.device, args.backend)]
     env = environment(torch.device(args.device))
-    env["machine"] = machine_name()
+    env["machine"], env["engine"] = machine_name(), engine
     notes = [*args.note,
              "loopback only (127.0.0.1); the load generator (httpx, asyncio) runs on the same machine as the server",
              "one grounding request per call: a Charades-STA test query on a 64-clip video of N(0,1) features "
              "(read from --features-root), random weights with the Charades preset; --max-batch 64, --max-wait-ms 2",
              "latency: per call, from sending to the parsed response; requests/s: calls / wall time of the level; "
              f"an untimed warm-up of {args.warmup} calls before each level",
+             "a fresh compiled-model cache (SEQPAN_CACHE_DIR) for the run: with the openvino backend a batch shape "
+             "is compiled when first seen (seconds), in the warm-up or, for shapes it did not reach, in the level",
              f"load average (1/5/15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
              f"after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}"]
     results = {"env": env, "notes": notes, "rows": rows}

@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--backend", default="auto")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads of the engine (default: torch's, one per "
-                                                        "core; under --ray, each replica's CPU share)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads of the engine, torch's and the openvino "
+                                                        "backend's (default: one per core the process may use)")
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
                    help="report ready without first running the common shapes")
     p.add_argument("--ray", action="store_true", help="serve from a Ray Serve deployment (needs ray[serve])")

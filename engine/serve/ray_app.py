@@ -6,6 +6,7 @@ On a cluster with GPUs each replica gets one GPU; otherwise the CPUs are shared 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -57,8 +58,11 @@ def run_on_ray(settings: ServeSettings, replicas: int, host: str, port: int, add
     quiet = {"log_level": "WARNING"}
     try:
         serve.start(http_options={"host": host, "port": port}, logging_config=quiet)
+        resources = replica_resources(settings, replicas)
+        if "num_cpus" in resources and settings.threads is None:  # a thread per CPU of its share, not per core
+            settings = dataclasses.replace(settings, threads=max(1, int(resources["num_cpus"])))
         deployment = GroundingReplica.options(num_replicas=replicas, max_ongoing_requests=settings.max_queue,
-                                              ray_actor_options=replica_resources(settings, replicas))
+                                              ray_actor_options=resources)
         say(f"starting {replicas} Ray Serve replica(s) ...")
         serve.run(deployment.bind(settings), name=APP_NAME, route_prefix="/", logging_config=quiet)
         say(f"listening on {url(host, port)} ({replicas} Ray Serve replica(s) ready)")

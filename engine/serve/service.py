@@ -14,7 +14,8 @@ from reference.errors import SeqPANError
 
 from ..batcher import MicroBatcher
 from ..batching import length_buckets
-from ..engine import GroundingEngine
+from ..backends import auto_backend_name
+from ..engine import GroundingEngine, resolve_device
 from ..errors import QueueFullError
 from ..requests import GroundingRequest, GroundingResult
 from .metrics import ServiceMetrics
@@ -43,12 +44,16 @@ class GroundingService:
     def load(self) -> None:
         """Load the checkpoint, run the common shapes once, start the micro-batcher (blocking)."""
         s = self.settings
+        backend_options = None
         if s.threads is not None:
             torch.set_num_threads(s.threads)
+            backend = auto_backend_name(resolve_device(s.device)) if s.backend == "auto" else s.backend
+            backend_options = {"threads": s.threads} if backend == "openvino" else None  # its own thread pool
         engine = GroundingEngine.from_checkpoint(s.checkpoint, device=s.device, precision=s.precision,
                                                  backend=s.backend, max_batch=s.max_batch,
                                                  features_root=s.features_root,
-                                                 allow_feature_paths=s.features_root is not None)
+                                                 allow_feature_paths=s.features_root is not None,
+                                                 backend_options=backend_options)
         if s.warmup:
             warm_up(engine)
         self.engine = engine

@@ -18,4 +18,4 @@ class ServeSettings:
     api_key: str | None = None  # when set, POST /v1/ground needs `Authorization: Bearer <api_key>`
     max_body_bytes: int = 16 << 20  # larger bodies are answered 413
     warmup: bool = True  # run the common shapes once before /ready says 200
-    threads: int | None = None  # torch CPU threads of the engine; None = torch's default (Ray: the replica's CPUs)
+    threads: int | None = None  # CPU threads of the engine (torch's, and OpenVINO's); None = their defaults

@@ -21,10 +21,12 @@ setup(
         "onnx": ["onnx>=1.16", "onnxscript>=0.1", "onnxruntime>=1.18"],
         "video": ["av>=18", "opencv-python-headless>=4.8"],
         "serve": SERVE,
-        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6.100", "triton>=3.0", "onnx>=1.16",
-                 "onnxscript>=0.1", "onnxruntime>=1.18", "av>=18", "opencv-python-headless>=4.8", *SERVE],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-timeout>=2.3", "hypothesis>=6.100", "triton>=3.0",
+                 "onnx>=1.16", "onnxscript>=0.1", "onnxruntime>=1.18", "av>=18", "opencv-python-headless>=4.8",
+                 *SERVE],
         "bench": ["pytest-benchmark>=4", "matplotlib>=3.7"],
         "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
+        "mutation": ["mutmut==3.8.1"],  # tests/mutation/run.sh (not run in CI)
     },
     entry_points={"console_scripts": ["seqpan=engine.cli:main"]},
 )

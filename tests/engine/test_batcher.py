@@ -45,34 +45,6 @@ def test_concurrent_submitters_get_their_own_results():
     assert batcher.batches_run < 60  # requests really were grouped
 
 
-class SlowEngine:
-    """Blocks in ground() until released, so the queue fills up."""
-
-    def __init__(self):
-        self.release = threading.Event()
-        self.calls = 0
-
-    def ground(self, requests):
-        self.calls += 1
-        self.release.wait(30)
-        return make_engine().ground(requests)
-
-
-def test_back_pressure_and_drain_on_close():
-    slow = SlowEngine()
-    batcher = MicroBatcher(slow, max_batch=2, max_wait_ms=1, max_queue=3)
-    first = batcher.submit(request(0))
-    time.sleep(0.2)  # the worker has taken request 0 and is blocked in ground()
-    queued = [batcher.submit(request(i)) for i in (1, 2, 3)]
-    with pytest.raises(QueueFullError, match="full"):
-        batcher.submit(request(4))
-    slow.release.set()
-    batcher.close(timeout=60)
-    assert all(f.done() and f.result().error is None for f in [first, *queued])
-    with pytest.raises(BatcherClosedError):
-        batcher.submit(request(5))
-
-
 def test_engine_failure_fails_only_that_batch():
     class Broken:
         def ground(self, requests):
@@ -86,18 +58,25 @@ def test_engine_failure_fails_only_that_batch():
 
 
 class GatedEngine:
-    """The real engine behind a gate: ground() waits for `release`; it fails any batch holding a
-    request whose id is in `poison`, as a backend might (an exception out of `ground`)."""
+    """The real engine behind a gate: ground() records its batch's size and start time, then waits
+    for `release` (set from the start unless `gated`); it fails any batch holding a request whose id
+    is in `poison`, as a backend might (an exception out of `ground`)."""
 
-    def __init__(self, poison=()):
+    def __init__(self, poison=(), gated=True):
         self.release = threading.Event()
+        if not gated:
+            self.release.set()
         self.poison = set(poison)
         self.engine = make_engine()
-        self.batch_sizes: list[int] = []
+        self.calls: list[tuple[int, float]] = []
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return [size for size, _ in self.calls]
 
     def ground(self, requests):
+        self.calls.append((len(requests), time.perf_counter()))
         self.release.wait(30)
-        self.batch_sizes.append(len(requests))
         if any(getattr(r, "id", None) in self.poison for r in requests):
             raise RuntimeError("poisoned batch")
         return self.engine.ground(requests)
@@ -171,3 +150,67 @@ def test_close_from_a_done_callback_does_not_deadlock():
     assert not batcher._worker.is_alive()
     with pytest.raises(BatcherClosedError):
         batcher.submit(request(1))
+
+
+def test_max_batch_bounds_every_batch_and_full_batches_go_at_once():
+    """10 requests waiting behind a busy worker, max_batch 3: ground() gets 3, 3, 3, 1 (never more than
+    max_batch, and a full batch does not wait for max_wait_ms)."""
+    engine = GatedEngine()
+    with MicroBatcher(engine, max_batch=3, max_wait_ms=1000) as batcher:
+        futures = [batcher.submit(request(i)) for i in range(10)]
+        engine.release.set()
+        results = [f.result(timeout=60) for f in futures]
+    assert [r.id for r in results] == list(range(10)) and all(r.error is None for r in results)
+    assert engine.batch_sizes == [3, 3, 3, 1]
+    assert batcher.batches_run == 4
+
+
+def test_max_wait_ms_bounds_how_long_a_request_waits_for_company():
+    """A lone request is served after max_wait_ms, not before (a second request within the wait joins
+    its batch) and not much later; with max_wait_ms=0 it goes at once."""
+    engine = GatedEngine(gated=False)
+    with MicroBatcher(engine, max_batch=8, max_wait_ms=1500) as batcher:
+        submitted = time.perf_counter()
+        first = batcher.submit(request(0))
+        second = batcher.submit(request(1))
+        assert first.result(timeout=60).error is None and second.result(timeout=60).error is None
+    assert engine.batch_sizes == [2]
+    assert engine.calls[0][1] - submitted >= 1.5 - 0.05  # the worker waited for company until the deadline
+
+    engine = GatedEngine(gated=False)
+    with MicroBatcher(engine, max_batch=8, max_wait_ms=0) as batcher:
+        submitted = time.perf_counter()
+        assert batcher.submit(request(0)).result(timeout=60).error is None
+    assert len(engine.calls) == 1 and engine.calls[0][1] - submitted < 1.0  # generous: the machine is shared
+
+    engine = GatedEngine(gated=False)
+    with MicroBatcher(engine, max_batch=8, max_wait_ms=300) as batcher:
+        submitted = time.perf_counter()
+        assert batcher.submit(request(0)).result(timeout=60).error is None
+    assert 0.3 - 0.05 <= engine.calls[0][1] - submitted < 1.5  # 1.2 s of slack for a busy machine
+
+
+def test_back_pressure_and_close_with_a_full_queue():
+    """max_queue waiting requests refuse the next with QueueFullError; close() then, while the worker
+    is busy and the queue full, takes no new request, does not refuse its own stop signal, and
+    returns only once every queued request is served."""
+    engine = GatedEngine()
+    batcher = MicroBatcher(engine, max_batch=2, max_wait_ms=1, max_queue=3)
+    first = batcher.submit(request(0))
+    deadline = time.monotonic() + 30
+    while not engine.calls and time.monotonic() < deadline:  # the worker holds request 0 in ground()
+        time.sleep(0.01)
+    queued = [batcher.submit(request(i)) for i in (1, 2, 3)]
+    with pytest.raises(QueueFullError):
+        batcher.submit(request(4))
+    closer = threading.Thread(target=batcher.close)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive() and not any(f.done() for f in queued)  # draining, not dropping
+    with pytest.raises(BatcherClosedError):
+        batcher.submit(request(5))
+    engine.release.set()
+    closer.join(60)
+    assert not closer.is_alive() and not batcher._worker.is_alive()
+    assert [f.result(timeout=0).id for f in [first, *queued]] == [0, 1, 2, 3]
+    assert sum(engine.batch_sizes) == 4

@@ -107,6 +107,43 @@ def test_shared_video_encoding_gives_identical_answers(tmp_path):
         assert [g["score"] for g in got] == pytest.approx([e["score"] for e in expected], rel=1e-5)
 
 
+def count_encoded_videos(engine: GroundingEngine) -> list[int]:
+    """Wrap the engine model's video encoder; the returned list gets, per call, how many real
+    (non-empty) videos it encoded."""
+    calls: list[int] = []
+    encode = engine.model.encode_video
+
+    def counting(video, mask, padding):
+        calls.append(int(mask.any(dim=1).sum()))
+        return encode(video, mask, padding)
+
+    engine.model.encode_video = counting
+    return calls
+
+
+def test_shared_video_is_encoded_once_per_batch(tmp_path):
+    """The README's promise: requests that share a video (the same array, the same file, the same
+    video_id with equal features) run the video encoder once per batch; others once each."""
+    video = np.random.default_rng(4).standard_normal((40, CFG.visual_dim)).astype(np.float32)
+    other = video + 1
+    np.save(tmp_path / "v.npy", video)
+    queries = ["person opens the door", "a person sits on chair", "walks into room", "takes book from shelf"]
+    groups = {
+        "same array": ([GroundingRequest(video, q, 30.0) for q in queries], 1),
+        "same file": ([GroundingRequest(str(tmp_path / "v.npy"), q, 30.0) for q in queries], 1),
+        "same video_id": ([GroundingRequest(video.copy(), q, 30.0, video_id="v1") for q in queries], 1),
+        "copies": ([GroundingRequest(video.copy(), q, 30.0) for q in queries], 4),
+        "one id, two videos": ([GroundingRequest(v, q, 30.0, video_id="v1")
+                                for v, q in zip([video.copy(), other, video.copy(), other], queries)], 2),
+    }
+    for name, (requests, videos) in groups.items():
+        engine = make_engine()
+        encoded = count_encoded_videos(engine)
+        results = engine.ground(requests)
+        assert all(r.error is None for r in results), name
+        assert encoded == [videos], f"{name}: encoder calls {encoded}, expected one call of {videos}"
+
+
 def test_seeded_noise_is_per_request_and_reproducible():
     requests = random_requests(6, seed=5)
     for i, r in enumerate(requests):

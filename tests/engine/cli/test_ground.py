@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -171,3 +172,74 @@ def test_issue11_9_read_only_out_fails_before_any_work(setup, monkeypatch):
     proc = run_cli("ground", "--checkpoint", str(ckpt), "--requests", str(root / "one.jsonl"), "--out",
                    str(root / "ro" / "o.jsonl"))
     assert proc.returncode == 2 and "is not writable" in proc.stderr and "Traceback" not in proc.stderr
+
+
+RESULT_KEYS = {"id", "start", "end", "start_index", "end_index", "score"}
+MOMENT_KEYS = {"start", "end", "start_index", "end_index", "score"}
+
+
+def test_json_key_sets_are_the_documented_ones(setup):
+    """README: one query prints {"id", "start", "end", "start_index", "end_index", "score"}; --top-k adds
+    `moments` of {start, end, start_index, end_index, score}; a failed request is {"id", "error"}."""
+    root, ckpt = setup
+    base = ["ground", "--checkpoint", str(ckpt), "--features", str(root / "b.npy"), "--query", "person opens the door",
+            "--duration", "40"]
+    one = run_cli(*base)
+    assert one.returncode == 0 and set(json.loads(one.stdout)) == RESULT_KEYS
+    top = json.loads(run_cli(*base, "--top-k", "3").stdout)
+    assert set(top) == RESULT_KEYS | {"moments"} and len(top["moments"]) == 3
+    assert all(set(m) == MOMENT_KEYS for m in top["moments"])
+    assert {k: top["moments"][0][k] for k in MOMENT_KEYS} == {k: top[k] for k in MOMENT_KEYS}
+    (root / "keys.jsonl").write_text(json.dumps({"features": "a.npy", "query": "door", "duration": 3, "id": 7}) + "\n"
+                                     + json.dumps({"features": "nan.npy", "query": "door", "duration": 3}) + "\n")
+    out = root / "keys-out.jsonl"
+    run_cli("ground", "--checkpoint", str(ckpt), "--requests", str(root / "keys.jsonl"), "--out", str(out))
+    served, failed = strict_json_lines(out)
+    assert set(served) == RESULT_KEYS and set(failed) == {"id", "error"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-batch", "0"], "max.batch"),
+    (["--max-batch", "-3"], "max.batch"),
+    (["--features", "{root}/a.npy"], "--features"),
+    (["--query", "door"], "--query"),
+    (["--duration", "3"], "--duration"),
+])
+def test_requests_options_that_do_not_fit_are_refused(setup, args, message):
+    root, ckpt = setup
+    (root / "one.jsonl").write_text(json.dumps({"features": "a.npy", "query": "door", "duration": 3}) + "\n")
+    proc = run_cli("ground", "--checkpoint", str(ckpt), "--requests", str(root / "one.jsonl"), "--out",
+                   str(root / "o.jsonl"), *[a.format(root=root) for a in args])
+    assert proc.returncode == 2 and re.search(message, proc.stderr), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr and not (root / "o.jsonl").exists()
+
+
+def test_a_run_that_fails_part_way_leaves_no_output(setup, monkeypatch):
+    """A run that dies while writing its results (here: the third result cannot be written) leaves
+    neither a partial --out nor a temporary file, and an older --out is kept whole."""
+    from engine.cli import ground as ground_cli
+
+    root, ckpt = setup
+    folder = root / "part-way"
+    folder.mkdir()
+    lines = [json.dumps({"features": str(root / "a.npy"), "query": q, "duration": 3}) for q in ("door", "a chair", "room")]
+    (folder / "in.jsonl").write_text("\n".join(lines) + "\n")
+    real_dumps, written = ground_cli.dumps_result, []
+
+    def dumps_then_fail(result):
+        if len(written) == 2:
+            raise KeyboardInterrupt  # the user's Ctrl-C, or anything else
+        written.append(result)
+        return real_dumps(result)
+
+    monkeypatch.setattr(ground_cli, "dumps_result", dumps_then_fail)
+    args = ["ground", "--checkpoint", str(ckpt), "--requests", str(folder / "in.jsonl"), "--out"]
+    proc = run_cli(*args, str(folder / "out.jsonl"))
+    assert proc.returncode == 130 and "interrupted" in proc.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["in.jsonl"]
+    (folder / "old.jsonl").write_text("old results\n")
+    written.clear()
+    assert run_cli(*args, str(folder / "old.jsonl")).returncode == 130
+    assert sorted(p.name for p in folder.iterdir()) == ["in.jsonl", "old.jsonl"]
+    assert (folder / "old.jsonl").read_text() == "old results\n"

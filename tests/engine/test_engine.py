@@ -107,21 +107,21 @@ def test_shared_video_encoding_gives_identical_answers(tmp_path):
         assert [g["score"] for g in got] == pytest.approx([e["score"] for e in expected], rel=1e-5)
 
 
-def count_encoded_videos(engine: GroundingEngine) -> list[int]:
-    """Wrap the engine model's video encoder; the returned list gets, per call, how many real
-    (non-empty) videos it encoded."""
+def count_encoded_videos(engine: GroundingEngine, monkeypatch) -> list[int]:
+    """Wrap the engine model's video encoder (until the test ends); the returned list gets, per
+    call, how many real (non-empty) videos it encoded."""
     calls: list[int] = []
     encode = engine.model.encode_video
 
-    def counting(video, mask, padding):
+    def counting(video, mask, *args, **kwargs):
         calls.append(int(mask.any(dim=1).sum()))
-        return encode(video, mask, padding)
+        return encode(video, mask, *args, **kwargs)
 
-    engine.model.encode_video = counting
+    monkeypatch.setattr(engine.model, "encode_video", counting)
     return calls
 
 
-def test_shared_video_is_encoded_once_per_batch(tmp_path):
+def test_shared_video_is_encoded_once_per_batch(tmp_path, monkeypatch):
     """The README's promise: requests that share a video (the same array, the same file, the same
     video_id with equal features) run the video encoder once per batch; others once each."""
     video = np.random.default_rng(4).standard_normal((40, CFG.visual_dim)).astype(np.float32)
@@ -136,9 +136,10 @@ def test_shared_video_is_encoded_once_per_batch(tmp_path):
         "one id, two videos": ([GroundingRequest(v, q, 30.0, video_id="v1")
                                 for v, q in zip([video.copy(), other, video.copy(), other], queries)], 2),
     }
+    engine = make_engine()
+    encoded = count_encoded_videos(engine, monkeypatch)
     for name, (requests, videos) in groups.items():
-        engine = make_engine()
-        encoded = count_encoded_videos(engine)
+        encoded.clear()
         results = engine.ground(requests)
         assert all(r.error is None for r in results), name
         assert encoded == [videos], f"{name}: encoder calls {encoded}, expected one call of {videos}"

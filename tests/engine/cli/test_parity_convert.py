@@ -13,6 +13,7 @@ import torch
 from engine.io.checkpoint import load_checkpoint, save_checkpoint, weights_hash
 from engine.io.golden import golden_model, load_golden
 from tests.conftest import COMPACT_GOLDEN
+from tests.helpers import GOLDEN_RTOL, assert_logits_match_golden
 from tests.helpers import run_cli as seqpan
 
 
@@ -28,14 +29,77 @@ def test_parity_json_contract(golden_path, padding):
     proc = seqpan("parity", "--golden", str(golden_path), "--backend", "reference", "--padding", padding, "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    golden = load_golden(golden_path)
-    lens = golden.arrays["in/video_len"].tolist()
-    prefix = "out" if padding == "batch" else None
-    expected_start = (golden.arrays["out/start_index"].tolist() if prefix else
-                      [int(golden.arrays[f"alone/{b}/start_index"][0]) for b in range(len(lens))])
-    assert result["start_index"] == expected_start
-    assert [len(x) for x in result["start_logits"]] == lens and [len(x) for x in result["end_logits"]] == lens
-    assert result["indices_equal"] is True and result["logits_rel_err"] <= 1e-4
+    expected = recorded_outputs(load_golden(golden_path), padding)
+    assert result["start_index"] == expected["start_index"] and result["end_index"] == expected["end_index"]
+    for key in ("start_logits", "end_logits"):  # the golden's own numbers, not the command's verdict
+        assert_logits_match_golden(result[key], expected[key], key)
+    assert result["indices_equal"] is True and result["logits_rel_err"] <= GOLDEN_RTOL
+
+
+def recorded_outputs(golden, padding: str) -> dict:
+    """The original's indices and per-sample valid logits, read straight from the golden's arrays."""
+    a = golden.arrays
+    lens = a["in/video_len"].tolist()
+    if padding == "batch":
+        return {"start_index": a["out/start_index"].tolist(), "end_index": a["out/end_index"].tolist(),
+                **{key: [a[f"mid/conditioned_predictor:predictor#{i}@0"][b, :n] for b, n in enumerate(lens)]
+                   for i, key in enumerate(("start_logits", "end_logits"))}}
+    return {key: [a[f"alone/{b}/{key}"].reshape(-1)[0] if key.endswith("index") else a[f"alone/{b}/{key}"][0]
+                  for b in range(len(lens))] for key in ("start_index", "end_index", "start_logits", "end_logits")}
+
+
+def rewrite_golden(src, dst, change) -> None:
+    """Copy a golden with `change(arrays)` applied to its dict of arrays."""
+    with np.load(src) as d:
+        arrays = {k: d[k] for k in d.files}
+    change(arrays)
+    np.savez(dst, **arrays)
+
+
+def shift_end_index(arrays) -> None:
+    """Record another end for sample 0 than the original's."""
+    lens = arrays["in/video_len"]
+    arrays["out/end_index"] = arrays["out/end_index"].copy()
+    arrays["out/end_index"][0] = (arrays["out/end_index"][0] + 1) % lens[0]
+
+
+def scale_start_logits(arrays) -> None:
+    """Record start logits 3e-4 off, relatively (past the command's 1e-4): indices unchanged."""
+    key = "mid/conditioned_predictor:predictor#0@0"
+    arrays[key] = arrays[key] * np.float32(1 + 3e-4)
+
+
+def drop_outputs(arrays) -> None:
+    """A golden of inputs and weights only: no out/*, alone/* or predictor logits recorded."""
+    for key in [k for k in arrays if k.startswith(("out/", "alone/", "mid/conditioned_predictor:"))]:
+        del arrays[key]
+
+
+@pytest.mark.parametrize("change, indices_equal", [(shift_end_index, False), (scale_start_logits, True)])
+def test_parity_exits_1_when_the_backend_disagrees_with_the_golden(tmp_path, change, indices_equal):
+    golden = tmp_path / "changed.npz"
+    rewrite_golden(COMPACT_GOLDEN, golden, change)
+    proc = seqpan("parity", "--golden", str(golden), "--backend", "reference", "--json")
+    assert proc.returncode == 1, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["indices_equal"] is indices_equal
+    assert (result["logits_rel_err"] > 1e-4) is indices_equal
+    text = seqpan("parity", "--golden", str(golden), "--backend", "reference")
+    assert text.returncode == 1 and f"indices equal: {indices_equal}" in text.stdout
+
+
+def test_parity_on_a_golden_without_recorded_outputs_reports_outputs_only(tmp_path):
+    """Nothing to compare with: exit 0, the backend's outputs, and no verdict."""
+    golden = tmp_path / "inputs-only.npz"
+    rewrite_golden(COMPACT_GOLDEN, golden, drop_outputs)
+    proc = seqpan("parity", "--golden", str(golden), "--backend", "reference", "--padding", "isolated", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert "indices_equal" not in result and "logits_rel_err" not in result
+    expected = recorded_outputs(load_golden(COMPACT_GOLDEN), "isolated")
+    assert result["start_index"] == expected["start_index"] and result["end_index"] == expected["end_index"]
+    text = seqpan("parity", "--golden", str(golden), "--backend", "reference")
+    assert text.returncode == 0 and "indices equal" not in text.stdout and "start_index" in text.stdout
 
 
 def write_vocab(path, num_words: int, num_chars: int, extra_words: int = 0):

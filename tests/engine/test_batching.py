@@ -1,0 +1,52 @@
+"""Bucketing rules, against values worked out by hand from their documentation: clips to a multiple
+of 16 (capped at max_pos_len), words to a power of two of at least 8, chars to a multiple of 8 of at
+least 4, CUDA-graph batches to a power of two; batches in order of first appearance, one video's
+queries together, cut at max_batch."""
+from __future__ import annotations
+
+import pytest
+
+from engine.batching import (Shape, batch_bucket, char_bucket, clip_bucket, length_buckets, plan_batches,
+                             word_bucket)
+
+
+@pytest.mark.parametrize("clips, max_pos_len, bucket", [
+    (1, 128, 16), (15, 128, 16), (16, 128, 16), (17, 128, 32), (100, 128, 112), (120, 128, 128),
+    (33, 40, 40), (40, 40, 40),
+])
+def test_clip_bucket(clips, max_pos_len, bucket):
+    assert clip_bucket(clips, max_pos_len) == bucket
+
+
+@pytest.mark.parametrize("words, max_pos_len, bucket", [
+    (1, 128, 8), (7, 128, 8), (8, 128, 8), (9, 128, 16), (16, 128, 16), (17, 128, 32), (33, 128, 64),
+    (65, 128, 128), (40, 48, 48), (300, 128, 128),
+])
+def test_word_bucket(words, max_pos_len, bucket):
+    assert word_bucket(words, max_pos_len) == bucket
+
+
+@pytest.mark.parametrize("width, bucket", [(1, 8), (3, 8), (4, 8), (8, 8), (9, 16), (17, 24)])
+def test_char_bucket(width, bucket):
+    assert char_bucket(width) == bucket
+
+
+@pytest.mark.parametrize("size, bucket", [(1, 1), (2, 2), (3, 4), (4, 4), (5, 8), (63, 64), (64, 64), (65, 128)])
+def test_batch_bucket(size, bucket):
+    assert batch_bucket(size) == bucket
+
+
+@pytest.mark.parametrize("max_pos_len, buckets", [
+    (32, (32,)), (64, (64,)), (65, (64, 65)), (100, (64, 100)), (128, (64, 100, 128)), (300, (64, 100, 256, 300)),
+])
+def test_length_buckets(max_pos_len, buckets):
+    assert length_buckets(max_pos_len) == buckets
+
+
+def test_plan_keeps_shapes_apart_videos_together_order_and_max_batch():
+    a, b = Shape(16, 8, 8), Shape(32, 8, 8)
+    keys = [(a, "v1"), (b, "v2"), (a, "v3"), (a, "v1"), (b, "v2"), (a, "v1"), (a, "v3")]
+    assert plan_batches(keys, max_batch=3) == [(a, [0, 3, 5]), (a, [2, 6]), (b, [1, 4])]
+    assert plan_batches(keys, max_batch=2) == [(a, [0, 3]), (a, [5, 2]), (a, [6]), (b, [1, 4])]
+    assert plan_batches(keys, max_batch=100) == [(a, [0, 3, 5, 2, 6]), (b, [1, 4])]
+    assert plan_batches([], max_batch=4) == []

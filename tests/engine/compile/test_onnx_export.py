@@ -143,3 +143,25 @@ def test_export_onnx_cli_writes_hashed_file_and_build_refuses_it_for_another_che
     assert refused.returncode == 2 and not cache.exists()
     assert "exported from other weights" in refused.stderr and "Traceback" not in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_export_onnx_that_fails_part_way_writes_nothing(tmp_path, monkeypatch):
+    """The disk fills while the ONNX file is written: one-line error, exit 2, and neither the file,
+    half of it, nor a temporary file is left (an older export stays whole)."""
+    ckpt = save_checkpoint(tmp_path / "a.safetensors", SMALL, {}, {})
+    folder = tmp_path / "out"
+    folder.mkdir()
+
+    def save_half_then_fail(proto, path):
+        with open(path, "wb") as f:
+            f.write(proto.SerializeToString()[:1000])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save", save_half_then_fail)
+    result = run_cli("export-onnx", str(ckpt), "--out", str(folder / "loc.onnx"))
+    assert result.returncode == 2 and "No space left on device" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert list(folder.iterdir()) == []
+    (folder / "old.onnx").write_bytes(b"an older export")
+    assert run_cli("export-onnx", str(ckpt), "--out", str(folder / "old.onnx")).returncode == 2
+    assert [p.name for p in folder.iterdir()] == ["old.onnx"] and (folder / "old.onnx").read_bytes() == b"an older export"

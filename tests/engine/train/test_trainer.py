@@ -152,6 +152,28 @@ def test_resume_continues_exactly(toy, tmp_path):
     assert saved.extra["progress"]["step"] == 5 and saved.extra["schedule"]["batch_size"] == 5
 
 
+def test_resume_keeps_the_best_model_and_early_stopping_state(toy, tmp_path):
+    """Stopped after two validations without a better R@1 IoU=0.7 and resumed, a run keeps its best
+    score, its count of validations since the best and the best's metrics: it stops early at the step
+    an uninterrupted run stops at, with the same best model."""
+    cfg, data = toy
+    schedule = Schedule(epochs=20, batch_size=4, lr=3e-3, patience=2, seed=1)  # validates every step
+    quiet = {"show_progress": False, "log": lambda _: None}
+    straight = Trainer.fresh(cfg, data, schedule, tmp_path / "a").run(**quiet)
+    assert straight.stopped == "early stopping" and straight.steps > 3  # a best, then 2 epochs of no better
+    first = Trainer.fresh(cfg, data, schedule, tmp_path / "b")
+    first.run(max_steps=3, **quiet)
+    assert first.progress.evals_since_best >= 1  # interrupted while counting towards early stopping
+    resumed = Trainer.resume(tmp_path / "b" / "last.safetensors", data, tmp_path / "b")
+    result = resumed.run(**quiet)
+    assert (result.stopped, result.steps, result.best_metrics) == (straight.stopped, straight.steps,
+                                                                   straight.best_metrics)
+    best_a, best_b = (load_checkpoint(tmp_path / run / "best.safetensors") for run in "ab")
+    assert best_a.extra["progress"] == best_b.extra["progress"]
+    for (name, a), b in zip(best_a.model.state_dict().items(), best_b.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_resume_refuses_a_sidecar_from_another_save(toy, tmp_path):
     cfg, data = toy
     quiet = {"show_progress": False, "log": lambda _: None}

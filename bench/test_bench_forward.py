@@ -9,8 +9,10 @@ weights, as `seqpan bench`); block cases run on a copy of the model cast to the 
 from __future__ import annotations
 
 import importlib
+import math
 
 import pytest
+import torch
 
 from bench.runner import engine_calls, reference_forward
 from bench.workloads import model_inputs, requests
@@ -30,18 +32,53 @@ BLOCKS = {
 }
 
 
+SCORE_RTOL = 1e-5  # README: a request's score within 1e-5 relative of its score alone (fp32)
+
+
+def answers_alone(case, records) -> list[tuple[int, int, float]]:
+    """(start, end, score) of each record run alone through the fp32 reference: what a timed call must
+    answer."""
+    answers = []
+    for record in records:
+        inputs = model_inputs(case.workload, [record], *case.workload.vocab(), DEVICE)
+        with torch.no_grad():
+            out = case.model(*inputs, "batch")
+        answers.append((int(out.start_index[0]), int(out.end_index[0]), float(out.score[0])))
+    return answers
+
+
+def check_answers(got: list[tuple[int, int, float]], expected: list[tuple[int, int, float]], precision: str,
+                  clips: int) -> None:
+    """fp32: the spans alone exactly, their scores within SCORE_RTOL. bf16 may move a near-tie, so
+    only valid spans and finite scores are required."""
+    assert len(got) == len(expected)
+    if precision == "fp32":
+        assert [g[:2] for g in got] == [e[:2] for e in expected]
+        assert [g[2] for g in got] == pytest.approx([e[2] for e in expected], rel=SCORE_RTOL)
+    else:
+        assert all(0 <= s <= e < clips and math.isfinite(score) for s, e, score in got)
+
+
 def test_forward_reference(case, timed):
     records = case.workload.take(case.batch)
     inputs = model_inputs(case.workload, records, *case.workload.vocab(), DEVICE)
     forward = reference_forward(case.model, case.precision, DEVICE)
     timed(lambda: forward(*inputs))
+    with torch.no_grad():
+        start, end, score = forward(*inputs)
+    check_answers(list(zip(start.tolist(), end.tolist(), score.float().tolist())), answers_alone(case, records),
+                  case.precision, case.workload.n_clips)
 
 
 @pytest.mark.parametrize("backend", ENGINE_BACKENDS)
 def test_forward_engine(case, timed, backend):
     engine = GroundingEngine(case.model, *case.workload.vocab(), device=DEVICE, precision=case.precision,
                              backend=backend, max_batch=case.batch)
-    timed(engine_calls(engine, requests(case.workload, case.workload.take(case.batch))))
+    records = case.workload.take(case.batch)
+    reqs = requests(case.workload, records)
+    timed(engine_calls(engine, reqs))
+    got = [(r.start_index, r.end_index, r.score) for r in engine.ground(reqs)]
+    check_answers(got, answers_alone(case, records), case.precision, case.workload.n_clips)
 
 
 def _kernel_twin(spec: str):

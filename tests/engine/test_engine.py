@@ -206,19 +206,29 @@ def test_engine_on_triton_backend_equals_reference_backend():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
 @pytest.mark.parametrize("backend, precision", [("reference", "fp32"), ("triton", "fp32"), ("triton", "bf16")])
 def test_engine_on_gpu_with_cuda_graphs_matches_cpu(backend, precision):
-    """Replayed CUDA graphs (one per batch/bucket shape) give the CPU reference's answers."""
+    """Replayed CUDA graphs (one per batch/bucket shape) give the CPU reference's answers: in fp32
+    exactly; in bf16 a request may move only between two spans whose fp32 probabilities are within
+    bf16's tolerance of each other (a near-tie), and every score is within that tolerance."""
+    from reference.precision import PRECISIONS
     from reference.testing import init_like_trained
 
     cfg = small_config(max_pos_len=64, dim=128, num_heads=8, visual_dim=64)
     model = init_like_trained(SeqPAN(cfg), seed=5)
     gen = np.random.default_rng(9)
     requests = [GroundingRequest(gen.standard_normal((clips, cfg.visual_dim)).astype(np.float32),
-                                 "person opens the door" if clips % 2 else "a person sits on chair", 30.0, id=clips)
+                                 "person opens the door" if clips % 2 else "a person sits on chair", 30.0, id=clips,
+                                 top_k=2)
                 for clips in (1, 7, 33, 64, 90, 64)]
-    ref = GroundingEngine(model, WORD_DICT, CHAR_DICT, device="cpu").ground(requests)
+    ref = GroundingEngine(model, WORD_DICT, CHAR_DICT, device="cpu", backend="reference").ground(requests)
     engine = GroundingEngine(model, WORD_DICT, CHAR_DICT, device="cuda", backend=backend, precision=precision)
     assert engine.graphs is not None
+    tolerance = PRECISIONS[precision].tolerance
     for _ in range(2):  # capture, then replay
         got = engine.ground(requests)
-        agree = sum((g.start_index, g.end_index) == (r.start_index, r.end_index) for g, r in zip(got, ref))
-        assert agree == len(requests) if precision == "fp32" else agree >= len(requests) - 1
+        for g, r in zip(got, ref):
+            assert g.error is None and g.score == pytest.approx(r.score, rel=2 * tolerance), g.id
+            if (g.start_index, g.end_index) != (r.start_index, r.end_index):
+                assert precision == "bf16", f"request {g.id}: {g} vs the CPU's {r}"
+                runner_up = r.moments[1]  # the fp32 model's next most probable span
+                assert (g.start_index, g.end_index) == (runner_up["start_index"], runner_up["end_index"]), g.id
+                assert runner_up["score"] >= (1 - 2 * tolerance) * r.score, f"request {g.id}: not a near-tie"

@@ -2,9 +2,10 @@
 
     python tests/mutation/score.py [GLOB ...] [--survivors]
 
-Score = killed / mutants that some test calls. A timeout counts as killed (the mutant made a test hang,
-which pytest-timeout fails); "no tests" mutants (no selected test calls their function) are counted
-apart; every other status (survived, suspicious, ...) counts as surviving.
+Score = killed / mutants checked that some test calls. A timeout counts as killed (the mutant made a
+test hang, which pytest-timeout fails); "no tests" mutants (no selected test calls their function) and
+mutants not checked yet are counted apart; every other status (survived, suspicious, ...) counts as
+surviving.
 """
 from __future__ import annotations
 
@@ -36,14 +37,15 @@ def main(argv: list[str]) -> int:
                 continue
             status = status_by_exit_code[code]
             counts[module_of(mutant)][status] += 1
-            if status not in KILLED and status != "no tests":
+            if status not in KILLED and status not in ("no tests", "not checked"):
                 survivors[module_of(mutant)].append(f"{mutant} ({status})")
-    print(f"{'module':32} {'mutants':>7} {'killed':>6} {'survived':>8} {'no tests':>8} {'score':>6}")
+    print(f"{'module':32} {'mutants':>7} {'killed':>6} {'survived':>8} {'no tests':>8} {'unchecked':>9} {'score':>6}")
     for module, c in sorted(counts.items()):
         killed = sum(c[s] for s in KILLED)
-        tested = sum(c.values()) - c["no tests"]
+        tested = sum(c.values()) - c["no tests"] - c["not checked"]
         score = f"{killed / tested:.1%}" if tested else "-"
-        print(f"{module:32} {sum(c.values()):7} {killed:6} {tested - killed:8} {c['no tests']:8} {score:>6}")
+        print(f"{module:32} {sum(c.values()):7} {killed:6} {tested - killed:8} {c['no tests']:8} {c['not checked']:9} "
+              f"{score:>6}")
     if show:
         for module, names in sorted(survivors.items()):
             print(f"\n{module}:")

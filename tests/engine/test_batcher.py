@@ -141,6 +141,20 @@ def test_issue11_9_batcher_options_are_checked(options):
         MicroBatcher(make_engine(), **options)
 
 
+def test_close_waits_at_most_its_timeout():
+    """close(timeout) returns after about `timeout` seconds while the worker is stuck in the engine."""
+    engine = GatedEngine()
+    batcher = MicroBatcher(engine, max_batch=2, max_wait_ms=1)
+    future = batcher.submit(request(0))
+    began = time.monotonic()
+    batcher.close(timeout=0.3)
+    waited = time.monotonic() - began
+    assert 0.25 <= waited < 10 and not future.done() and batcher._worker.is_alive()
+    engine.release.set()
+    assert future.result(timeout=60).error is None
+    batcher._worker.join(30)
+
+
 def test_close_from_a_done_callback_does_not_deadlock():
     batcher = MicroBatcher(make_engine(), max_batch=2, max_wait_ms=1)
     future = batcher.submit(request(0))

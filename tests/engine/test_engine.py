@@ -145,6 +145,18 @@ def test_shared_video_is_encoded_once_per_batch(tmp_path, monkeypatch):
         assert encoded == [videos], f"{name}: encoder calls {encoded}, expected one call of {videos}"
 
 
+def test_from_checkpoint_passes_every_option(tmp_path):
+    from engine.engine import resolve_device
+    from engine.io.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", MODEL, WORD_DICT, CHAR_DICT)
+    engine = GroundingEngine.from_checkpoint(ckpt, device="cpu", precision="bf16", backend="reference", max_batch=3)
+    assert (engine.precision, engine.backend_name, engine.max_batch) == ("bf16", "reference", 3)
+    default = GroundingEngine.from_checkpoint(ckpt)
+    assert default.device == resolve_device("auto") and default.max_batch == 256
+    assert default.word_dict == WORD_DICT and default.char_dict == CHAR_DICT
+
+
 def test_seeded_noise_is_per_request_and_reproducible():
     requests = random_requests(6, seed=5)
     for i, r in enumerate(requests):

@@ -238,6 +238,30 @@ def test_request_from_json_checks_every_field(tmp_path):
         request_from_json([good], tmp_path)
 
 
+def test_request_from_json_features_win_over_video_and_limits_apply(tmp_path):
+    from engine import Limits, RequestError, request_from_json
+
+    both = {"features": [[0.5] * 3], "video": "a.mp4", "query": "door", "duration": 3, "id": 1.5}
+    req = request_from_json(both, tmp_path)
+    assert (req.features, req.video, req.id) == ([[0.5] * 3], None, 1.5)  # a float id is an id too
+    tight = Limits(max_query_chars=4, max_duration=2.0)
+    with pytest.raises(RequestError, match="limit of 4"):
+        request_from_json({**both, "query": "doors"}, tmp_path, limits=tight)
+    with pytest.raises(RequestError, match="limit of 2 s"):
+        request_from_json({**both, "query": "door"}, tmp_path, limits=tight)
+
+
+@pytest.mark.parametrize("top_k, nms, message", [(0, None, "got 0"), (-2, None, "got -2"), ("3", None, "got str"),
+                                                 (True, None, "got bool"), (2, 1.5, "got 1.5"), (2, "0.5", "got str"),
+                                                 (2, False, "got bool")])
+def test_top_k_errors_show_a_number_itself_and_anything_else_by_type(top_k, nms, message):
+    from engine import RequestError
+    from engine.requests import check_top_k
+
+    with pytest.raises(RequestError, match=message):
+        check_top_k(top_k, nms)
+
+
 def test_issue11_8_video_paths_obey_the_features_root(tmp_path):
     """A `video` request names a file too: it is confined like a .npy path."""
     (tmp_path / "root").mkdir()

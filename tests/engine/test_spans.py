@@ -49,3 +49,17 @@ def test_forced_first_span_and_hand_example():
     assert [(i, j) for i, j, _ in top_spans(flat, flat, 5)] == [(0, 0), (0, 1), (1, 1)]
     assert [(i, j) for i, j, _ in top_spans(flat, flat, 2, first=(1, 1))] == [(1, 1), (0, 0)]
     assert temporal_iou((0, 3), (2, 5)) == pytest.approx(2 / 6)
+
+
+def test_ties_keep_start_then_end_order_at_any_length():
+    """Equal probabilities everywhere: spans come in (start, end) order, also past the sizes where an
+    unstable sort keeps it by chance."""
+    flat = torch.zeros(12)
+    assert [(i, j) for i, j, _ in top_spans(flat, flat, 14)] == [(0, j) for j in range(12)] + [(1, 1), (1, 2)]
+
+
+@pytest.mark.parametrize("a, b, iou", [((0, 1), (3, 4), 0.0), ((0, 0), (1, 1), 0.0), ((2, 5), (4, 9), 2 / 8),
+                                       ((4, 9), (2, 5), 2 / 8), ((3, 3), (3, 3), 1.0), ((1, 4), (2, 3), 2 / 4)])
+def test_temporal_iou_by_hand(a, b, iou):
+    """Inclusive clip spans: (2, 5) and (4, 9) share clips 4 and 5 of the 8 they cover."""
+    assert temporal_iou(a, b) == pytest.approx(iou)

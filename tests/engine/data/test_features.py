@@ -99,6 +99,12 @@ def test_time_to_index_prefers_the_covering_span():
     assert time_to_index(1.75, 2.25, 4, 4.0) == (1, 2)
 
 
+def test_time_to_index_of_a_video_shorter_than_a_second():
+    """IoU, not overlap, picks the span also when every union is under a second: [0.2, 0.4] of a 0.8 s
+    video of 4 units is unit 1 exactly, though (0, 1) overlaps it as much."""
+    assert time_to_index(0.2, 0.4, 4, 0.8) == (1, 1)
+
+
 def test_time_to_index_one_unit():
     assert time_to_index(0.5, 1.0, 1, 30.0) == (0, 0)
 

@@ -119,6 +119,11 @@ def test_build_vocab_orders_by_count_then_first_seen():
     assert list(chars) == ["<PAD>", "<UNK>", "a", "n", "m", "r", "u", "s"]
 
 
+def test_build_vocab_puts_a_more_frequent_later_word_first():
+    words, _ = build_vocab([["dog", "a"], ["a", "cat", "a"]])
+    assert list(words) == ["<PAD>", "<UNK>", "a", "dog", "cat"]  # a:3 first, then dog and cat in first-seen order
+
+
 def test_build_vocab_keeps_only_embedded_words():
     words, _ = build_vocab(TOKEN_LISTS, embedding_words={"dog", "man", "zebra"})
     assert words == {"<PAD>": 0, "<UNK>": 1, "man": 2, "dog": 3}
@@ -158,6 +163,8 @@ def test_pad_queries_with_empty_queries():
     np.testing.assert_array_equal(char_ids, [[[0, 0, 0, 0]], [[2, 3, 0, 0]]])
     word_ids, char_ids = pad_queries([[]], [[]])
     assert word_ids.shape == (1, 0) and char_ids.shape == (1, 0, 4)
+    word_ids, char_ids = pad_queries([], [])  # no queries at all
+    assert word_ids.shape == (0, 0) and char_ids.shape == (0, 0, 4)
 
 
 def test_pad_queries_rejects_mismatched_lists():
@@ -193,6 +200,15 @@ def test_load_glove(tmp_path):
     small = load_glove(path, word_dim=2)
     assert list(small) == ["bad"]
     np.testing.assert_array_equal(small["bad"], [1, 2])
+
+
+def test_load_glove_splits_on_single_spaces_and_reads_300_by_default(tmp_path):
+    """As the original: fields are split on single spaces, so a tab or a doubled space makes a line the
+    wrong length and it is skipped; GloVe's 300 dimensions are the default."""
+    path = tmp_path / "glove.txt"
+    path.write_text("ok 1 2\ntabbed\t1 2\ndoubled  1 2\n" + "wide " + " ".join(["0.5"] * 300) + "\n")
+    assert list(load_glove(path, word_dim=2)) == ["ok"]
+    assert list(load_glove(path)) == ["wide"] and load_glove(path)["wide"].shape == (300,)
 
 
 def test_embedding_matrix_rows_follow_ids_after_pad_unk(tmp_path):

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Hashable, Sequence
+from typing import Hashable, Iterable, Sequence
 
 from reference.embedding import MIN_CHAR_WIDTH
 
 CLIP_STEP = 16  # clip counts round up to a multiple of this (capped at max_pos_len)
 MIN_WORDS = 8  # query lengths round up to a power of two, at least this
 CHAR_STEP = 8  # char widths round up to a multiple of this
+MERGE_WORDS = 2  # word buckets up to this factor apart (and their chars) run as one batch
 # Coarse length buckets for compiled localizers (a TensorRT profile or a CUDA graph each): clips
 # per video of Charades-STA, ActivityNet Captions and TACoS.
 LENGTH_BUCKETS = (64, 100, 256)
@@ -56,15 +57,37 @@ class Shape:
     chars: int
 
 
+def merged_shapes(shapes: Iterable[Shape]) -> dict[Shape, Shape]:
+    """Each shape -> the shape its batch runs at. Shapes with the same clip count share a batch when
+    their word buckets are within a factor MERGE_WORDS of the smallest among them, at the largest
+    words and chars of that set: one call instead of several, each video encoded once, for the cost
+    of padding a few short queries (padding never changes an answer, only its rounding)."""
+    by_clips: dict[int, list[Shape]] = defaultdict(list)
+    for shape in set(shapes):
+        by_clips[shape.clips].append(shape)
+    merged = {}
+    for clips, members in by_clips.items():
+        members.sort(key=lambda s: (s.words, s.chars))
+        while members:
+            smallest = members[0].words
+            group = [s for s in members if s.words <= MERGE_WORDS * smallest]
+            target = Shape(clips, max(s.words for s in group), max(s.chars for s in group))
+            merged.update((s, target) for s in group)
+            members = members[len(group):]
+    return merged
+
+
 def plan_batches(keys: Sequence[tuple[Shape, Hashable]], max_batch: int) -> list[tuple[Shape, list[int]]]:
-    """Group item indices by bucket shape, in order of first appearance, at most `max_batch` each.
+    """Group item indices by the shape they run at (`merged_shapes`), in order of first appearance,
+    at most `max_batch` each.
 
     `keys[i]` is item i's (shape, video key); items of one video are kept together in a chunk
     where they fit, so that its video encoding is shared.
     """
+    runs_at = merged_shapes(shape for shape, _ in keys)
     groups: dict[Shape, dict[Hashable, list[int]]] = defaultdict(lambda: defaultdict(list))
     for i, (shape, video) in enumerate(keys):
-        groups[shape][video].append(i)
+        groups[runs_at[shape]][video].append(i)
     plan: list[tuple[Shape, list[int]]] = []
     for shape, by_video in groups.items():
         ordered = [i for members in by_video.values() for i in members]

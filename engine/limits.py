@@ -13,7 +13,7 @@ class Limits:
     allocated for it first (a `.npy` file is judged by its header, a list by its lengths).
 
     The defaults admit every query and video of Charades-STA, ActivityNet Captions and TACoS
-    with a wide margin.
+    with a wide margin, and far more moments than a user reads.
     """
 
     max_query_chars: int = 2_000  # characters of the query text
@@ -21,6 +21,7 @@ class Limits:
     max_clips: int = 50_000  # clips of a video before down-sampling to max_pos_len
     max_feature_bytes: int = 256 * 2**20  # a .npy file's array data, or an inline array's (lists: 8 bytes a value)
     max_duration: float = 1e7  # seconds (116 days); keeps every answer a finite float32 time
+    max_top_k: int = 100  # moments one request may ask for (with NMS their choice is quadratic in K)
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -141,10 +141,12 @@ def check_video_id(value: Any) -> str | None:
     return str(value) if isinstance(value, str) else str(int(value))
 
 
-def check_top_k(top_k: Any, nms: Any) -> tuple[int, float | None]:
-    """How many moments to return (an integer >= 1) and their NMS IoU (None or in [0, 1])."""
+def check_top_k(top_k: Any, nms: Any, limits: Limits = DEFAULT_LIMITS) -> tuple[int, float | None]:
+    """How many moments to return (an integer in [1, limits.max_top_k]) and their NMS IoU (None or in [0, 1])."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise RequestError(f"top_k must be an integer of at least 1, got {_shown(top_k)}")
+    if top_k > limits.max_top_k:
+        raise RequestError(f"top_k {top_k} is more than the limit of {limits.max_top_k} moments")
     if nms is not None and (isinstance(nms, bool) or not isinstance(nms, (int, float)) or not 0 <= nms <= 1):
         raise RequestError(f"nms must be an IoU between 0 and 1, got {_shown(nms)}")
     return top_k, nms
@@ -273,7 +275,7 @@ def prepare_request(request: GroundingRequest, cfg: SeqPANConfig, word_dict: dic
     query = check_query(request.query, limits)
     seed = check_seed(request.seed)
     video_id = check_video_id(request.video_id)
-    top_k, nms = check_top_k(request.top_k, request.nms)
+    top_k, nms = check_top_k(request.top_k, request.nms, limits)
     words = tokenize(query)
     if not words:
         raise RequestError(f"query {query[:100]!r} has no words")

@@ -262,6 +262,19 @@ def test_top_k_errors_show_a_number_itself_and_anything_else_by_type(top_k, nms,
         check_top_k(top_k, nms)
 
 
+def test_top_k_past_the_limit_is_that_requests_error_alone():
+    """K moments with NMS cost O(K^2) Python work: past Limits.max_top_k a request is refused, the
+    limit itself is served, and the other requests of the batch are answered."""
+    from engine import Limits
+
+    engine = make_engine(limits=Limits(max_top_k=3))
+    video = np.random.default_rng(0).standard_normal((20, CFG.visual_dim)).astype(np.float32)
+    asks = [GroundingRequest(video, "person opens the door", 10.0, top_k=k, nms=1.0) for k in (4, 3, 10**9)]
+    results = engine.ground(asks)
+    assert [r.error for r in results[::2]] == [f"top_k {k} is more than the limit of 3 moments" for k in (4, 10**9)]
+    assert results[1].error is None and len(results[1].moments) == 3
+
+
 def test_issue11_8_video_paths_obey_the_features_root(tmp_path):
     """A `video` request names a file too: it is confined like a .npy path."""
     (tmp_path / "root").mkdir()

@@ -62,11 +62,12 @@ class GatedEngine:
     for `release` (set from the start unless `gated`); it fails any batch holding a request whose id
     is in `poison`, as a backend might (an exception out of `ground`)."""
 
-    def __init__(self, poison=(), gated=True):
-        self.release = threading.Event()
+    def __init__(self, poison=(), gated=True, raises: BaseException | None = None):
+        self.release, self.entered = threading.Event(), threading.Event()
         if not gated:
             self.release.set()
         self.poison = set(poison)
+        self.raises = raises  # raised by every call, after the gate
         self.engine = make_engine()
         self.calls: list[tuple[int, float]] = []
 
@@ -76,7 +77,10 @@ class GatedEngine:
 
     def ground(self, requests):
         self.calls.append((len(requests), time.perf_counter()))
+        self.entered.set()
         self.release.wait(30)
+        if self.raises is not None:
+            raise self.raises
         if any(getattr(r, "id", None) in self.poison for r in requests):
             raise RuntimeError("poisoned batch")
         return self.engine.ground(requests)
@@ -118,7 +122,8 @@ def test_issue11_2_a_failing_batch_fails_only_the_request_at_fault():
         else:
             assert_same_answer(f.result(timeout=60), expected[i])
     batcher.close(timeout=30)
-    assert gated.batch_sizes[0] == 8 and 1 in gated.batch_sizes
+    # halves down to the request at fault: 8 -> 4 (good), 4 -> 2 -> 1 (good), 1 (poisoned); 2 (good)
+    assert gated.batch_sizes == [8, 4, 4, 2, 1, 1, 2]
 
 
 @pytest.mark.parametrize("bad", [None, {"query": "x"},
@@ -131,14 +136,69 @@ def test_issue11_2_bad_submissions_get_their_own_error(bad):
     assert results[0].error is None and results[2].error is None and results[1].error
 
 
-@pytest.mark.parametrize("options", [dict(max_queue=0), dict(max_queue=-1), dict(max_batch=0),
-                                     dict(max_wait_ms=float("nan")), dict(max_queue=2.5)])
-def test_issue11_9_batcher_options_are_checked(options):
-    """Issue #11 (9): max_queue=0 accepted everything (an unbounded queue)."""
+@pytest.mark.parametrize("options, message", [
+    (dict(max_queue=0), "max_queue must be an integer of at least 1, got 0"),
+    (dict(max_queue=-1), "max_queue must be an integer of at least 1, got -1"),
+    (dict(max_batch=0), "max_batch must be an integer of at least 1, got 0"),
+    (dict(max_batch=True), "max_batch must be an integer of at least 1, got True"),
+    (dict(max_wait_ms=float("nan")), "max_wait_ms must be a finite number >= 0, got nan"),
+    (dict(max_wait_ms=float("inf")), "max_wait_ms must be a finite number >= 0, got inf"),
+    (dict(max_wait_ms="2"), "max_wait_ms must be a finite number >= 0, got '2'"),
+    (dict(max_queue=2.5), "max_queue must be an integer of at least 1, got 2.5")])
+def test_issue11_9_batcher_options_are_checked(options, message):
+    """Issue #11 (9): max_queue=0 accepted everything (an unbounded queue). Each bad option is named."""
     from engine import UsageError
 
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError) as err:
         MicroBatcher(make_engine(), **options)
+    assert str(err.value) == message
+
+
+def test_smallest_options_are_valid_and_defaults_are_the_documented_ones():
+    """max_batch=1 and max_queue=1 are the bounds' own values; the docstring's defaults: 64, 2 ms, 4096."""
+    with MicroBatcher(make_engine(), max_batch=1, max_wait_ms=0, max_queue=1) as batcher:
+        assert batcher.submit(request(0)).result(timeout=60).error is None
+    with MicroBatcher(make_engine()) as batcher:
+        assert (batcher.max_batch, batcher.max_wait, batcher.max_queue) == (64, 0.002, 4096)
+
+
+def test_refusals_say_why():
+    """A full queue names its bound; a closed batcher says it is closed."""
+    engine = GatedEngine()
+    batcher = MicroBatcher(engine, max_batch=1, max_wait_ms=0, max_queue=1)
+    first = batcher.submit(request(0))
+    deadline = time.monotonic() + 30
+    while not engine.entered.is_set() and time.monotonic() < deadline:  # the worker holds the first
+        time.sleep(0.01)
+    second = batcher.submit(request(1))
+    with pytest.raises(QueueFullError, match=r"^request queue is full \(1 waiting\); retry later$"):
+        batcher.submit(request(2))
+    engine.release.set()
+    batcher.close()
+    assert first.result(timeout=60).error is None and second.result(timeout=60).error is None
+    with pytest.raises(BatcherClosedError, match="^the batcher is closed$"):
+        batcher.submit(request(3))
+
+
+class Fatal(BaseException):
+    """What no engine failure handler catches (as KeyboardInterrupt or SystemExit in the worker)."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_worker_killed_by_a_base_exception_fails_every_waiting_request_and_closes():
+    """The requests in flight and those still queued get BatcherClosedError instead of hanging their
+    callers, and the batcher refuses new work."""
+    engine = GatedEngine(raises=Fatal())
+    batcher = MicroBatcher(engine, max_batch=2, max_wait_ms=0, max_queue=10)
+    futures = [batcher.submit(request(i)) for i in range(5)]
+    engine.release.set()
+    for future in futures:
+        with pytest.raises(BatcherClosedError, match="^the batcher's worker stopped$"):
+            future.result(timeout=30)
+    with pytest.raises(BatcherClosedError, match="^the batcher is closed$"):
+        batcher.submit(request(5))
+    batcher._worker.join(30)
+    assert not batcher._worker.is_alive()
 
 
 def test_close_waits_at_most_its_timeout():

@@ -48,6 +48,8 @@ def test_forced_first_span_and_hand_example():
     flat = torch.zeros(2)
     assert [(i, j) for i, j, _ in top_spans(flat, flat, 5)] == [(0, 0), (0, 1), (1, 1)]
     assert [(i, j) for i, j, _ in top_spans(flat, flat, 2, first=(1, 1))] == [(1, 1), (0, 0)]
+    # the forced span is passed over where it ranks, and the spans after it still come
+    assert [(i, j) for i, j, _ in top_spans(flat, flat, 3, first=(0, 1))] == [(0, 1), (0, 0), (1, 1)]
     assert temporal_iou((0, 3), (2, 5)) == pytest.approx(2 / 6)
 
 

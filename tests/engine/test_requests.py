@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine import GroundingEngine, GroundingRequest
+from engine import GroundingEngine, GroundingRequest, Limits, RequestError
 from tests.engine.test_engine import CFG, CHAR_DICT, MODEL, WORD_DICT, make_engine
 from tests.helpers import assert_same_answer
 
@@ -302,3 +302,47 @@ def test_request_from_json_reads_video_requests(tmp_path):
     req = request_from_json({"video": "a.mp4", "query": "door", "id": 3}, tmp_path)
     assert (req.video, req.features, req.duration, req.id) == (tmp_path / "a.mp4", None, None, 3)
     assert request_from_json({"video": "a.mp4", "query": "door", "duration": 4}, None).duration == 4.0
+
+
+def test_field_bounds_admit_their_own_values():
+    """Bounds by their documentation: a duration is any finite number > 0 up to max_duration, a seed
+    any integer in [0, 2**64), an NMS IoU any number in [0, 1]."""
+    from engine.requests import check_duration, check_seed, check_top_k
+
+    tight = Limits(max_duration=50.0)
+    assert check_duration(0.5, tight) == 0.5 and check_duration(50, tight) == 50.0
+    assert check_seed(0) == 0 and check_seed(2**64 - 1) == 2**64 - 1
+    assert check_top_k(2, 0) == (2, 0) and check_top_k(2, 0.5) == (2, 0.5) and check_top_k(2, 1) == (2, 1)
+
+
+def test_results_are_written_without_nan():
+    """dumps_result writes strict JSON: a non-finite number as null (the engine turns a non-finite
+    answer into an error before that)."""
+    from engine.requests import GroundingResult, dumps_result
+
+    assert json.loads(dumps_result(GroundingResult("a", 1.0, 2.0, 0, 1, 0.5))) == {
+        "id": "a", "start": 1.0, "end": 2.0, "start_index": 0, "end_index": 1, "score": 0.5}
+    line = dumps_result(GroundingResult("a", 1.0, float("inf"), 0, 1, float("nan")))
+    assert json.loads(line)["score"] is None and json.loads(line)["end"] is None and "NaN" not in line
+
+
+def test_prepare_request_keeps_what_the_request_asks_for(tmp_path):
+    """By hand: float64 features become float32 [T, D] (T below max_pos_len kept), the clip bucket is
+    T's, the seed's noise is gumbel_noise((T, labels), Generator().manual_seed(seed)), top_k and nms
+    are the request's, and a file past max_feature_bytes is refused by its size."""
+    from engine.requests import prepare_request
+    from reference.matching import NUM_LABELS, gumbel_noise
+
+    clips = 21
+    feats = np.random.default_rng(3).standard_normal((clips, CFG.visual_dim))  # float64
+    request = GroundingRequest(feats, "person opens the door", 10.0, seed=7, top_k=3, nms=0.25)
+    p = prepare_request(request, CFG, WORD_DICT, CHAR_DICT, {})
+    assert p.features.dtype == torch.float32 and tuple(p.features.shape) == (clips, CFG.visual_dim)
+    assert torch.equal(p.features, torch.from_numpy(feats.astype(np.float32)))
+    assert p.shape.clips == 32 and (p.top_k, p.nms) == (3, 0.25)
+    assert torch.equal(p.noise, gumbel_noise((clips, NUM_LABELS), torch.Generator().manual_seed(7)))
+    np.save(tmp_path / "v.npy", feats.astype(np.float32))  # 21 x 1024 x 4 bytes of data
+    small = Limits(max_feature_bytes=clips * CFG.visual_dim * 4 - 1)
+    with pytest.raises(RequestError, match="bytes"):
+        prepare_request(GroundingRequest(str(tmp_path / "v.npy"), "door", 10.0), CFG, WORD_DICT, CHAR_DICT, {},
+                        limits=small)

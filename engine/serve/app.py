@@ -73,7 +73,7 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
     async def ready(request: Request) -> Response:
         if service.ready:
             return respond("/ready", 200, {"status": "ready", "engine": service.engine.description})
-        status = "failed: " + service.failure if service.failure else "loading"
+        status = "failed to load the model (see the server's log)" if service.failure else "loading"
         return respond("/ready", 503, {"status": status})
 
     async def metrics_text(request: Request) -> Response:

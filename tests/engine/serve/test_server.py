@@ -353,3 +353,24 @@ def test_a_port_in_use_is_one_line_exit_2(serve_files):
         taken.listen()
         result = run_cli("serve", "--checkpoint", str(serve_files[0]), "--port", str(taken.getsockname()[1]))
     assert result.returncode == 2 and "cannot listen on 127.0.0.1:" in result.stderr
+
+
+def test_ready_says_when_loading_failed_without_details():
+    """/ready of a replica whose model failed to load is a 503 with one line (the log has the
+    reason), not a server error."""
+    from types import SimpleNamespace
+
+    from engine.errors import UsageError
+    from engine.serve.app import build_app
+    from engine.serve.metrics import ServiceMetrics
+
+    async def get_ready(service) -> httpx.Response:
+        transport = httpx.ASGITransport(app=build_app(service))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get("/ready")
+
+    for failure, status in ((None, "loading"), (UsageError("/secret/path.safetensors: bad"),
+                                                 "failed to load the model (see the server's log)")):
+        service = SimpleNamespace(settings=SimpleNamespace(), metrics=ServiceMetrics(), ready=False, failure=failure)
+        response = asyncio.run(get_ready(service))
+        assert (response.status_code, response.json()) == (503, {"status": status})

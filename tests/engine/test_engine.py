@@ -13,7 +13,7 @@ from engine.data.features import index_to_time, sample_features
 from engine.data.text import encode, pad_queries, tokenize
 from reference.model import SeqPAN
 from reference.testing import random_model
-from tests.helpers import small_config
+from tests.helpers import assert_same_answer, small_config
 
 CFG = small_config(max_pos_len=32)
 MODEL = random_model(CFG, seed=2, dtype=torch.float32)
@@ -256,3 +256,27 @@ def test_engine_on_gpu_with_cuda_graphs_matches_cpu(backend, precision):
                 runner_up = r.moments[1]  # the fp32 model's next most probable span
                 assert (g.start_index, g.end_index) == (runner_up["start_index"], runner_up["end_index"]), g.id
                 assert runner_up["score"] >= (1 - 2 * tolerance) * r.score, f"request {g.id}: not a near-tie"
+
+
+def test_a_batch_that_fails_is_narrowed_to_the_request_at_fault(monkeypatch):
+    """A backend failure on one request (here: any batch holding a 13-second request raises) gives
+    that request a one-line internal error; every other request of its batch gets its answer alone."""
+    requests = [GroundingRequest(np.ones((16, CFG.visual_dim), np.float32) * (i + 1) / 10, "person opens the door",
+                                 13.0 if i == 2 else 20.0, id=i) for i in range(5)]
+    engine = make_engine(backend="reference")
+    expected = {r.id: engine.ground([r])[0] for r in requests if r.id != 2}
+    run_batch, sizes = engine.run_batch, []
+
+    def failing(items, shape):
+        sizes.append(len(items))
+        if any(item.duration == 13.0 for item in items):
+            raise RuntimeError("backend failed\non two lines")
+        return run_batch(items, shape)
+
+    monkeypatch.setattr(engine, "run_batch", failing)
+    results = engine.ground(requests)
+    assert results[2].id == 2 and results[2].error == "internal error: RuntimeError: backend failed on two lines"
+    for r in results:
+        if r.id != 2:
+            assert_same_answer(r, expected[r.id])
+    assert sizes == [5, 2, 3, 1, 2]  # halves down to the request at fault: 5 -> 2 | 3 -> 1 | 2

@@ -38,7 +38,7 @@ GROUPS = {
     "text": ("engine/data/text.py", "engine.data.text.*", ["tests/engine/data/test_text.py"]),
     "features": ("engine/data/features.py", "engine.data.features.*",
                  ["tests/engine/data/test_features.py", "tests/engine/data/test_fuzz_features.py",
-                  "tests/engine/data/test_labels.py"]),
+                  "tests/engine/data/test_labels.py", "tests/engine/test_requests.py"]),
 }
 
 

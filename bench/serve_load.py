@@ -31,7 +31,7 @@ from engine.io.atomic import write_atomically
 from engine.io.checkpoint import save_checkpoint
 
 from .server_process import ServerProcess, free_port
-from .timing import environment, percentile
+from .timing import cpu_description, environment, percentile
 from .workloads import load_workload, random_model
 
 CONCURRENCY = (1, 8, 64)
@@ -146,12 +146,6 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def machine_name() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serve_load", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 for row in measure(name, SERVERS[name], ckpt, folder, bodies, expected, counts, args.warmup,
                                    args.device, args.backend)]
     env = environment(torch.device(args.device))
-    env["machine"], env["engine"] = machine_name(), engine
+    env["machine"], env["engine"] = cpu_description(), engine
     notes = [*args.note,
              "loopback only (127.0.0.1); the load generator (httpx, asyncio) runs on the same machine as the server",
              "one grounding request per call: a Charades-STA test query on a 64-clip video of N(0,1) features "

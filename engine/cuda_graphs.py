@@ -73,20 +73,26 @@ class GraphCache:
         self.graphs.clear()
         self.pool, self.memory_bytes = None, 0
 
+    def _repacked(self) -> bool:
+        """Whether the weights the graphs point to were rebuilt since the last look (noting it)."""
+        if self.generation is None:
+            return False
+        now = self.generation()
+        changed, self._captured_at = now != self._captured_at, now
+        return changed
+
     def __call__(self, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         key = shape_key(inputs)
-        if self.generation and self.generation() != self._captured_at:
+        if self._repacked():
             self.clear()
-            self._captured_at = self.generation()
         graph = self.graphs.get(key)
         if graph is None:
             if self.pool is None:
                 self.pool = torch.cuda.graph_pool_handle()
             graph = CapturedGraph(self.fn, inputs, self.warmup, self.pool)
             self.memory_bytes += graph.memory_bytes
-            if self.generation and self.generation() != self._captured_at:  # the capture's warm-up repacked
+            if self._repacked():  # the capture's warm-up repacked: the graphs before it are stale
                 self.graphs.clear()
-                self._captured_at = self.generation()
             self.graphs[key] = graph
             while len(self.graphs) > self.max_graphs:
                 self.graphs.popitem(last=False)

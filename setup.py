@@ -26,7 +26,7 @@ setup(
                  *SERVE],
         "bench": ["pytest-benchmark>=4", "matplotlib>=3.7"],
         "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
-        "mutation": ["mutmut==3.8.1"],  # tests/mutation/run.sh (not run in CI)
+        "mutation": ["mutmut==3.8.1"],  # tests/mutation/run.py (not run in CI)
     },
     entry_points={"console_scripts": ["seqpan=engine.cli:main"]},
 )

@@ -241,6 +241,6 @@ def error_message(err: Exception) -> str:
 
 
 def autocast(device: torch.device, precision: str, backend: str):
-    """bf16 autocast for the reference backend on GPU; kernels handle their own precision."""
+    """bf16 autocast for the reference backend (GPU and CPU); kernels handle their own precision."""
     enabled = precision == "bf16" and backend == "reference"
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)

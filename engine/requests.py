@@ -252,9 +252,9 @@ def video_features(features: Any, video_id: str | None, cfg: SeqPANConfig, cache
     else:
         source = ("object", id(features))
     if source not in cache:
-        raw = load_features(source[1] if source[0] == "path" else features, cfg.visual_dim, root=features_root,
-                            max_clips=limits.max_clips, max_bytes=limits.max_feature_bytes)
-        cache[source] = torch.from_numpy(np.ascontiguousarray(sample_features(raw, cfg.max_pos_len), dtype=np.float32))
+        raw = load_features(features, cfg.visual_dim, root=features_root, max_clips=limits.max_clips,
+                            max_bytes=limits.max_feature_bytes)  # float32; errors name the caller's path
+        cache[source] = torch.from_numpy(np.ascontiguousarray(sample_features(raw, cfg.max_pos_len)))
     feats = cache[source]
     if video_id is None:
         return feats, source

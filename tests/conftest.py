@@ -28,9 +28,13 @@ def golden_paths() -> list[Path]:
 
 
 def pytest_configure(config):
-    # compiled models (OpenVINO, TensorRT) go to one folder per test session, never the user's cache
-    os.environ["SEQPAN_CACHE_DIR"] = tempfile.mkdtemp(prefix="seqpan-test-cache-")
-    config.add_cleanup(lambda: shutil.rmtree(os.environ.pop("SEQPAN_CACHE_DIR"), ignore_errors=True))
+    # compiled models (OpenVINO, TensorRT) go to one folder per test session, never the user's cache;
+    # SEQPAN_TEST_CACHE_DIR keeps them across sessions instead (the mutation runs set it)
+    if os.environ.get("SEQPAN_TEST_CACHE_DIR"):
+        os.environ["SEQPAN_CACHE_DIR"] = os.environ["SEQPAN_TEST_CACHE_DIR"]
+    else:
+        os.environ["SEQPAN_CACHE_DIR"] = tempfile.mkdtemp(prefix="seqpan-test-cache-")
+        config.add_cleanup(lambda: shutil.rmtree(os.environ.pop("SEQPAN_CACHE_DIR"), ignore_errors=True))
     config.addinivalue_line("markers", "cuda: needs an NVIDIA GPU (run by bench/gpu_check.sh)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds on CPU")
 

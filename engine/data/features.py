@@ -148,7 +148,7 @@ def clip_shape(shape: tuple[int, ...], name: str, visual_dim: int) -> tuple[int,
 
 def check_dtype(dtype: np.dtype, name: str) -> None:
     """Only plain integers and real floats are features."""
-    if dtype.kind not in "iuf" or dtype.names is not None or dtype.subdtype is not None:
+    if dtype.kind not in ("i", "u", "f"):  # structured and sub-array dtypes are kind "V"
         raise FeatureError(f"{name}: expected real numbers, got dtype {dtype}")
 
 

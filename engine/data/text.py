@@ -350,7 +350,7 @@ def pad_queries(
     width = max([MIN_CHAR_WIDTH, *(len(w) for chars in char_id_lists for w in chars)])
     word_ids = np.zeros((batch, max_len), dtype=np.int32)
     char_ids = np.zeros((batch, max_len, width), dtype=np.int32)
-    for b, (ids, chars) in enumerate(zip(word_id_lists, char_id_lists, strict=True)):
+    for b, (ids, chars) in enumerate(zip(word_id_lists, char_id_lists)):  # lengths checked above
         if len(ids) != len(chars):
             raise ValueError(f"query {b}: {len(ids)} word ids but {len(chars)} char id lists")
         word_ids[b, : len(ids)] = ids

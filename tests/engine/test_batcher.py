@@ -57,6 +57,41 @@ def test_engine_failure_fails_only_that_batch():
         assert batcher._worker.is_alive()
 
 
+def test_an_engine_that_loses_results_fails_those_requests_by_name():
+    """An engine returning fewer results than requests fails each request with the count, never
+    resolving a future with another request's result."""
+    class Lossy:
+        def ground(self, requests):
+            return []
+
+    with MicroBatcher(Lossy(), max_batch=4, max_wait_ms=1) as batcher:
+        with pytest.raises(RuntimeError, match=r"^the engine returned 0 results for 1 requests$"):
+            batcher.submit(request(0)).result(timeout=10)
+
+
+def test_the_worker_is_a_named_daemon_thread():
+    """A process that never closes its batcher still exits (daemon); thread dumps name the worker."""
+    batcher = MicroBatcher(make_engine())
+    assert batcher._worker.name == "seqpan-batcher" and batcher._worker.daemon
+    batcher.close(timeout=10)
+
+
+def test_a_future_its_caller_resolved_is_not_served():
+    """A caller that resolves its own future while it waits (a timeout answer, say) keeps that answer
+    and the engine never grounds the request."""
+    gated = GatedEngine()
+    with MicroBatcher(gated, max_batch=4, max_wait_ms=1) as batcher:
+        first = batcher.submit(request(0))
+        assert gated.entered.wait(30)  # the worker holds request 0 in ground()
+        answered = batcher.submit(request(1))
+        answered.set_result("answered by its caller")
+        kept = batcher.submit(request(2))
+        gated.release.set()
+        assert first.result(timeout=30).error is None and kept.result(timeout=30).id == 2
+    assert answered.result(timeout=0) == "answered by its caller"
+    assert gated.batch_sizes == [1, 1]
+
+
 class GatedEngine:
     """The real engine behind a gate: ground() records its batch's size and start time, then waits
     for `release` (set from the start unless `gated`); it fails any batch holding a request whose id
@@ -107,7 +142,7 @@ def test_issue11_1_cancelled_future_does_not_kill_the_worker():
     assert not closer.is_alive() and not batcher._worker.is_alive()
 
 
-def test_issue11_2_a_failing_batch_fails_only_the_request_at_fault():
+def test_issue11_2_a_failing_batch_fails_only_the_request_at_fault(caplog):
     """Issue #11 (2): every future of a micro-batch got the exception of one bad request (1,376
     of 2,000 good requests failed in a mixed run); now the batch is retried in halves."""
     gated = GatedEngine(poison={5})
@@ -124,6 +159,9 @@ def test_issue11_2_a_failing_batch_fails_only_the_request_at_fault():
     batcher.close(timeout=30)
     # halves down to the request at fault: 8 -> 4 (good), 4 -> 2 -> 1 (good), 1 (poisoned); 2 (good)
     assert gated.batch_sizes == [8, 4, 4, 2, 1, 1, 2]
+    retries = [r.getMessage() for r in caplog.records if r.name == "seqpan"]
+    assert retries == [f"seqpan: a batch of {n} failed (RuntimeError: poisoned batch); retrying its halves"
+                       for n in (8, 4, 2)]
 
 
 @pytest.mark.parametrize("bad", [None, {"query": "x"},

@@ -169,6 +169,17 @@ def test_from_checkpoint_passes_every_option(tmp_path):
     assert default.word_dict == WORD_DICT and default.char_dict == CHAR_DICT
 
 
+def test_reference_backend_in_bf16_computes_in_bf16():
+    """precision="bf16" on the reference backend runs the model under bf16 autocast, on CPU too: each
+    score moves off the fp32 engine's by bf16 rounding (more than fp32 noise, within bf16's error)."""
+    requests = random_requests(8, seed=11)
+    fp32 = make_engine(backend="reference").ground(requests)
+    bf16 = make_engine(backend="reference", precision="bf16").ground(requests)
+    rel = [abs(b.score - f.score) / abs(f.score) for b, f in zip(bf16, fp32)]
+    assert max(rel) > 1e-4, f"bf16 scores equal the fp32 ones (relative differences {rel}): no bf16 ran"
+    assert max(rel) < 5e-2, rel
+
+
 def test_seeded_noise_is_per_request_and_reproducible():
     requests = random_requests(6, seed=5)
     for i, r in enumerate(requests):
@@ -280,3 +291,98 @@ def test_a_batch_that_fails_is_narrowed_to_the_request_at_fault(monkeypatch):
         if r.id != 2:
             assert_same_answer(r, expected[r.id])
     assert sizes == [5, 2, 3, 1, 2]  # halves down to the request at fault: 5 -> 2 | 3 -> 1 | 2
+
+
+def test_device_and_option_errors_say_exactly_what_is_wrong(tmp_path):
+    from engine.engine import PRECISIONS, resolve_device
+    from engine.errors import BackendError, UsageError
+
+    auto = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("auto") == auto and resolve_device("cpu") == torch.device("cpu")
+    assert GroundingEngine(MODEL, WORD_DICT, CHAR_DICT, backend="reference").device == auto  # the default
+    assert make_engine(backend="reference", max_batch=1).max_batch == 1
+    missing = tmp_path / "missing"
+    cases = [(dict(device="tpu"), "unknown device 'tpu'; use auto, cpu, cuda or cuda:N"),
+             (dict(device="meta"), "unknown device 'meta'; use auto, cpu, cuda or cuda:N"),
+             (dict(precision="fp16"), f"precision must be one of {PRECISIONS}, got 'fp16'"),
+             (dict(max_batch=0), "max_batch must be a positive integer, got 0"),
+             (dict(max_batch=True), "max_batch must be a positive integer, got True"),
+             (dict(max_batch=2.0), "max_batch must be a positive integer, got 2.0"),
+             (dict(features_root=missing), f"features root {str(missing)!r} is not a folder")]
+    if not torch.cuda.is_available():
+        cases.append((dict(device="cuda:1"), "device 'cuda' was asked for, but no CUDA GPU is available"))
+    for options, message in cases:
+        with pytest.raises((BackendError, UsageError)) as err:
+            GroundingEngine(MODEL, WORD_DICT, CHAR_DICT, **{"device": "cpu", "backend": "reference", **options})
+        assert str(err.value) == message, options
+
+
+def test_progress_counts_every_request_once():
+    """progress gets 1 for each request refused while preparing, then each batch's size."""
+    bad = GroundingRequest(np.zeros((3, CFG.visual_dim), np.float32), " ", 5.0, id="blank")
+    requests = [bad, *random_requests(6, seed=3), None]
+    calls: list[int] = []
+    results = make_engine(backend="reference", max_batch=2).ground(requests, progress=calls.append)
+    assert [r.error is None for r in results] == [False, *[True] * 6, False]
+    assert (results[0].id, results[0].error) == ("blank", "query is empty")
+    assert (results[-1].id, results[-1].error) == (None, "expected a GroundingRequest, got NoneType")
+    assert calls[:2] == [1, 1] and all(1 <= c <= 2 for c in calls[2:]) and sum(calls) == len(requests)
+
+
+def test_video_requests_go_through_the_video_source(tmp_path):
+    """A `video` request's features (and, without a duration, the file's) come from the video source,
+    called with the file's real path under the features root; the request is then served like one
+    with those features."""
+    from engine.data.features import FeatureError, PathRefused
+    from engine.requests import PATHS_REFUSED
+
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    feats = np.random.default_rng(1).standard_normal((20, CFG.visual_dim)).astype(np.float32)
+    seen = []
+
+    def source(path):
+        seen.append(path)
+        if "broken" in str(path):
+            raise FeatureError("clip cannot be decoded")
+        return feats, 12.0
+
+    (tmp_path / "broken.mp4").write_bytes(b"")
+    engine = make_engine(backend="reference", video_source=source, features_root=tmp_path)
+    query = "person opens the door"
+    got = engine.ground([GroundingRequest(None, query, None, video="clip.mp4", id="a"),
+                         GroundingRequest(None, query, 6.0, video="clip.mp4", id="b"),
+                         GroundingRequest(None, query, None, video="broken.mp4", id="c"),
+                         GroundingRequest(None, query, None, video="../clip.mp4", id="d")])
+    for result, duration in zip(got, (12.0, 6.0)):
+        assert_same_answer(result, engine.ground([GroundingRequest(feats, query, duration, id=result.id)])[0])
+    assert got[2].error == "clip cannot be decoded" and got[3].error == str(PathRefused())
+    assert seen == [str((tmp_path / n).resolve()) for n in ("clip.mp4", "clip.mp4", "broken.mp4")]
+    video = GroundingRequest(None, query, None, video=str(tmp_path / "clip.mp4"))
+    assert make_engine(backend="reference").ground([video])[0].error == \
+        "video requests need an engine with a video source (seqpan ground --i3d W.pt)"
+    closed = make_engine(backend="reference", video_source=source, allow_feature_paths=False)
+    assert closed.ground([video])[0].error == PATHS_REFUSED
+
+
+def test_one_request_that_overflows_is_its_own_error():
+    """Finite features so large that the model's activations overflow give that request the
+    non-finite error; the requests after it in the same batch are answered as alone."""
+    rng = np.random.default_rng(8)
+    huge = GroundingRequest(np.full((12, CFG.visual_dim), 3e38, np.float32), "person opens the door", 10.0)
+    good = [GroundingRequest(rng.standard_normal((12, CFG.visual_dim)).astype(np.float32), "person opens the door",
+                             10.0, id=i) for i in range(2)]  # the same shape as `huge`: one batch
+    engine = make_engine(backend="reference")
+    results = engine.ground([huge, *good])
+    assert results[0].error == ("the model gave a non-finite score for this request "
+                                "(NaN/inf weights, or an activation overflowed)")
+    for got, request in zip(results[1:], good):
+        assert_same_answer(got, engine.ground([request])[0])
+
+
+def test_an_internal_error_is_one_line_of_at_most_500_characters(monkeypatch, caplog):
+    from engine.engine import error_message
+
+    message = error_message(RuntimeError("x" * 1000 + "\nsecond line"))
+    assert message == "internal error: RuntimeError: " + "x" * 470
+    assert [r.getMessage() for r in caplog.records if r.name == "seqpan"] == \
+        ["seqpan: internal error serving a request: RuntimeError: " + "x" * 1000 + "\nsecond line"]

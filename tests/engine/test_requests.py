@@ -346,3 +346,100 @@ def test_prepare_request_keeps_what_the_request_asks_for(tmp_path):
     with pytest.raises(RequestError, match="bytes"):
         prepare_request(GroundingRequest(str(tmp_path / "v.npy"), "door", 10.0), CFG, WORD_DICT, CHAR_DICT, {},
                         limits=small)
+
+
+@pytest.mark.parametrize("check, value, message", [
+    ("check_duration", "3", "duration must be a number of seconds, got str"),
+    ("check_duration", 10**400, "duration is too large"),
+    ("check_query", " \t", "query is empty"),
+    ("check_seed", "x", "seed must be an integer, got str"),
+    ("check_seed", -1, "seed must lie in [0, 2**64)"),
+    ("check_video_id", 1.5, "video_id must be a string, got float"),
+    ("check_id", {"a": 1}, "id must be a string, a number or null, got dict"),
+    ("parse_json", "[" * 100_000, "JSON nested too deeply"),
+])
+def test_each_check_says_exactly_what_is_wrong(check, value, message):
+    """The whole one-line message of each field check, as documented in docs/serving.md's errors."""
+    import engine.requests
+
+    with pytest.raises(RequestError) as err:
+        getattr(engine.requests, check)(value)
+    assert str(err.value) == message
+
+
+def test_request_errors_name_what_is_missing_or_malformed(tmp_path):
+    from engine import request_from_json
+    from engine.requests import prepare_request
+
+    for obj, message in [({"query": "door"}, "missing features, duration"),
+                         ({"features": 3, "query": "door", "duration": 3}, "features must be a path to a .npy file "
+                                                                           "or a [T, D] list of numbers")]:
+        with pytest.raises(RequestError) as err:
+            request_from_json(obj, tmp_path)
+        assert str(err.value) == message
+    with pytest.raises(RequestError) as err:
+        prepare_request("text", CFG, WORD_DICT, CHAR_DICT, {})
+    assert str(err.value) == "expected a GroundingRequest, got str"
+
+
+def test_a_feature_file_error_names_the_path_the_caller_gave(tmp_path):
+    """Under a features root, an unusable file is named as the request named it, not by the server's
+    real path."""
+    from engine.requests import prepare_request
+
+    (tmp_path / "v.npy").write_text("not an array")
+    with pytest.raises(RequestError) as err:
+        prepare_request(GroundingRequest("v.npy", "door", 10.0), CFG, WORD_DICT, CHAR_DICT, {},
+                        features_root=tmp_path)
+    assert "'v.npy'" in str(err.value) and str(tmp_path) not in str(err.value)
+
+
+def test_json_value_converts_eight_levels_and_bounded_integers():
+    """By hand: lists, tuples and dicts are converted 8 levels deep (a 9th level is its text), keys
+    too; integers of up to 10,000 bits are kept; a str subclass becomes a plain str."""
+    from engine.requests import json_value
+
+    def nested(levels, inner):
+        return inner if levels == 0 else [nested(levels - 1, inner)]
+
+    assert json_value(nested(8, 1)) == nested(8, 1)
+    assert json_value(nested(9, 1)) == nested(8, "[1]")
+    assert json_value(nested(6, {("a",): (1,)})) == nested(6, {"['a']": [1]})
+    assert json_value(nested(7, {("a",): (1,)})) == nested(7, {"('a',)": "(1,)"})
+    assert json_value(nested(8, {"a": 1})) == nested(8, "{'a': 1}")
+    assert json_value(2**10_000 - 1) == 2**10_000 - 1 and json_value(2**10_000) is None
+
+    class Text(str):
+        pass
+
+    assert type(json_value(Text("x"))) is str and json_value(Text("x")) == "x"
+
+
+def test_video_ids_are_compared_as_plain_text():
+    from engine.requests import check_video_id
+
+    class Text(str):
+        pass
+
+    assert check_video_id(np.int64(7)) == "7" and check_video_id(7) == "7"
+    assert type(check_video_id(Text("v"))) is str and check_video_id(Text("v")) == "v"
+
+
+def test_a_video_id_shares_its_own_features_only(tmp_path):
+    """Keys by hand: requests with the same video_id and equal features (other objects) share one key;
+    a video_id seen first with other features does not take it."""
+    other = np.random.default_rng(5).standard_normal((12, CFG.visual_dim)).astype(np.float32)
+    cache: dict = {}
+    keys = [make_engine().prepare(GroundingRequest(f, GOOD.query, 10.0, video_id=v), cache).video_key
+            for f, v in [(FEATS, "a"), (other, "b"), (other.copy(), "b"), (FEATS.copy(), "c")]]
+    assert keys[0] == ("id", "a") and keys[1] == keys[2] == ("id", "b") and keys[3] == ("id", "c")
+
+
+def test_the_clip_bucket_is_the_videos_and_limits_reach_the_duration_check():
+    from engine.batching import clip_bucket
+    from engine.requests import prepare_request
+
+    short = GroundingRequest(FEATS[:3], GOOD.query, 10.0)
+    assert prepare_request(short, CFG, WORD_DICT, CHAR_DICT, {}).shape.clips == clip_bucket(3, CFG.max_pos_len) < 32
+    with pytest.raises(RequestError, match="limit of 5 s"):
+        prepare_request(short, CFG, WORD_DICT, CHAR_DICT, {}, limits=Limits(max_duration=5.0))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from engine.data.features import FeatureError, index_to_time, load_features, sample_features, time_to_index
 
@@ -225,3 +226,92 @@ def test_load_features_non_finite():
 def test_load_features_non_numeric(dtype):
     with pytest.raises(FeatureError, match="expected real numbers"):
         load_features(np.zeros((2, 4), dtype=dtype), visual_dim=4)
+
+
+def test_time_to_index_uses_float32_unit_boundaries():
+    """3 units of a 10 s video: unit ends e0 = 1/3 * 10 and e1 = 2/3 * 10, each step rounded to float32
+    (3.3333335, 6.666667: above 10/3 and 20/3). For a moment [0, x] with e0 < x < e1, IoU([0, e0]) =
+    e0 / x and IoU([0, e1]) = x / e1 tie at x = sqrt(e0 * e1). An x between the float64 tie point and
+    the (higher) float32 one picks (0, 0) with float32 boundaries, as the original does, where float64
+    boundaries would pick (0, 1)."""
+    f32 = np.float32
+    e0, e1 = float(f32(f32(1) / f32(3)) * f32(10)), float(f32(f32(2) / f32(3)) * f32(10))
+    tie32, tie64 = np.sqrt(e0 * e1), np.sqrt(10 / 3 * 20 / 3)
+    assert tie64 < tie32
+    assert time_to_index(0.0, (tie32 + tie64) / 2, 3, 10.0) == (0, 0)
+    assert time_to_index(0.0, tie32 + 1e-6, 3, 10.0) == (0, 1) and time_to_index(0.0, tie64 - 1e-6, 3, 10.0) == (0, 0)
+
+
+def test_index_to_time_rejects_a_start_past_the_last_unit():
+    with pytest.raises(ValueError, match="out of range"):
+        index_to_time(4, 0, 4, 8.0)
+
+
+def test_sample_features_of_integers_gives_float64_means():
+    # 6 clips to 4: bounds round([0, 1.5, 3, 4.5, 6]) = [0, 2, 3, 4, 6], capped at 5: rows [0, 2), [2, 3),
+    # [3, 4), [4, 5)
+    out = sample_features(np.arange(12).reshape(6, 2), 4)
+    assert out.dtype == np.float64 and out.tolist() == [[1.0, 2.0], [4.0, 5.0], [6.0, 7.0], [8.0, 9.0]]
+
+
+def _sources(tmp_path, array):
+    """The same features as each kind of source, with the name its errors give it."""
+    path = tmp_path / "v.npy"
+    np.save(path, array)
+    return [(str(path), repr(str(path))), (array, "features"), (torch.from_numpy(array), "features"),
+            (array.tolist(), "features")]
+
+
+def test_limits_and_shapes_are_checked_for_every_kind_of_source(tmp_path):
+    """Each kind of source obeys max_clips and max_bytes (bytes as stored: 4 a float32 value, 8 a
+    list's value) at their own values, and names itself in the message."""
+    d = 6
+    array = np.ones((3, d), np.float32)
+    for (source, name), stored in zip(_sources(tmp_path, array), (4, 4, 4, 8)):
+        nbytes = 3 * d * stored
+        assert load_features(source, d, max_clips=3, max_bytes=nbytes).shape == (3, d)
+        with pytest.raises(FeatureError) as err:
+            load_features(source, d, max_clips=2)
+        assert str(err.value) == f"{name}: 3 clips, more than the limit of 2"
+        with pytest.raises(FeatureError) as err:
+            load_features(source, d, max_bytes=nbytes - 1)
+        assert str(err.value) == f"{name}: {nbytes} bytes of features, more than the limit of {nbytes - 1}"
+    for source, name in _sources(tmp_path, np.ones((3, d, 1), np.float32)):
+        if not isinstance(source, list):  # a list's clips must be lists of numbers: its own message
+            with pytest.raises(FeatureError) as err:
+                load_features(source, d)
+            assert str(err.value) == f"{name}: expected shape [T, {d}], got [3, {d}, 1]"
+    for source, name in _sources(tmp_path, np.ones((3, d), np.complex64))[:2]:
+        with pytest.raises(FeatureError) as err:
+            load_features(source, d)
+        assert str(err.value) == f"{name}: expected real numbers, got dtype complex64"
+    with pytest.raises(FeatureError) as err:
+        load_features({"a": 1}, d)
+    assert str(err.value) == f"features must be a [T, {d}] array, a nested list of numbers or a .npy path, got dict"
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
+def test_npy_files_of_every_format_version_and_fortran_order_load(tmp_path, version):
+    array = np.random.default_rng(0).standard_normal((5, 6)).astype(np.float32)
+    for layout in (array, np.asfortranarray(array)):
+        path = tmp_path / "v.npy"
+        with open(path, "wb") as f:
+            np.lib.format.write_array(f, layout, version=version)
+        assert np.array_equal(load_features(str(path), 6), array)
+
+
+def test_path_errors_say_exactly_what_is_wrong(tmp_path):
+    from engine.data.features import resolve_feature_path
+
+    for path, message in [(b"v.npy", "features path must be text, not bytes"),
+                          ("a\0b.npy", "features path contains a NUL byte"),
+                          (5, "features path 5 is not a usable path")]:
+        with pytest.raises(FeatureError) as err:
+            resolve_feature_path(path)
+        assert str(err.value) == message and type(err.value) is FeatureError
+    missing, folder = str(tmp_path / "missing.npy"), str(tmp_path)
+    for path, message in [(missing, f"{missing!r}: feature file not found"),
+                          (folder, f"{folder!r}: not a regular file")]:
+        with pytest.raises(FeatureError) as err:
+            load_features(path, 6)
+        assert str(err.value) == message and type(err.value) is FeatureError

@@ -222,13 +222,17 @@ class Fatal(BaseException):
     """What no engine failure handler catches (as KeyboardInterrupt or SystemExit in the worker)."""
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_a_worker_killed_by_a_base_exception_fails_every_waiting_request_and_closes():
-    """The requests in flight and those still queued get BatcherClosedError instead of hanging their
-    callers, and the batcher refuses new work."""
+def test_a_worker_killed_by_a_base_exception_fails_every_waiting_request_and_closes(monkeypatch):
+    """The requests in flight and those still queued (a close() among them) get BatcherClosedError
+    instead of hanging their callers, the batcher refuses new work, and the worker ends with that
+    exception alone."""
+    died_of = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died_of.append(args.exc_type))
     engine = GatedEngine(raises=Fatal())
     batcher = MicroBatcher(engine, max_batch=2, max_wait_ms=0, max_queue=10)
     futures = [batcher.submit(request(i)) for i in range(5)]
+    assert engine.entered.wait(30)
+    batcher.close(timeout=0)  # queued behind the requests: the worker never reaches it
     engine.release.set()
     for future in futures:
         with pytest.raises(BatcherClosedError, match="^the batcher's worker stopped$"):
@@ -236,7 +240,7 @@ def test_a_worker_killed_by_a_base_exception_fails_every_waiting_request_and_clo
     with pytest.raises(BatcherClosedError, match="^the batcher is closed$"):
         batcher.submit(request(5))
     batcher._worker.join(30)
-    assert not batcher._worker.is_alive()
+    assert not batcher._worker.is_alive() and died_of == [Fatal]
 
 
 def test_close_waits_at_most_its_timeout():

@@ -2,6 +2,7 @@
 shares video encodings, and names every bad request."""
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -386,3 +387,24 @@ def test_an_internal_error_is_one_line_of_at_most_500_characters(monkeypatch, ca
     assert message == "internal error: RuntimeError: " + "x" * 470
     assert [r.getMessage() for r in caplog.records if r.name == "seqpan"] == \
         ["seqpan: internal error serving a request: RuntimeError: " + "x" * 1000 + "\nsecond line"]
+
+
+def test_the_engine_hands_its_options_to_each_request_and_the_backend(tmp_path):
+    """limits, features_root and allow_feature_paths reach every request's checks; precision and
+    backend_options reach the backend."""
+    from engine import Limits
+    from engine.data.features import PathRefused
+    from engine.requests import PATHS_REFUSED
+
+    short = GroundingRequest(np.ones((4, CFG.visual_dim), np.float32), "person opens the door", 10.0)
+    engine = make_engine(backend="reference", limits=Limits(max_duration=5.0))
+    assert engine.ground([short])[0].error == "duration 10 s is more than the limit of 5 s"
+    np.save(tmp_path / "v.npy", short.features)
+    inside = dataclasses.replace(short, features="v.npy")
+    rooted = make_engine(backend="reference", features_root=tmp_path)
+    assert rooted.ground([inside])[0].error is None
+    assert rooted.ground([dataclasses.replace(short, features="../v.npy")])[0].error == str(PathRefused())
+    closed = make_engine(backend="reference", allow_feature_paths=False)
+    assert closed.ground([dataclasses.replace(short, features=str(tmp_path / "v.npy"))])[0].error == PATHS_REFUSED
+    compiled = make_engine(backend="openvino", precision="bf16", backend_options={"threads": 1})
+    assert (compiled.model.options["precision"], compiled.model.options["threads"]) == ("bf16", 1)

@@ -396,7 +396,8 @@ def test_a_feature_file_error_names_the_path_the_caller_gave(tmp_path):
 
 def test_json_value_converts_eight_levels_and_bounded_integers():
     """By hand: lists, tuples and dicts are converted 8 levels deep (a 9th level is its text), keys
-    too; integers of up to 10,000 bits are kept; a str subclass becomes a plain str."""
+    too; integers of up to 10,000 bits are kept, booleans stay booleans; a str subclass becomes a plain
+    str."""
     from engine.requests import json_value
 
     def nested(levels, inner):
@@ -408,6 +409,7 @@ def test_json_value_converts_eight_levels_and_bounded_integers():
     assert json_value(nested(7, {("a",): (1,)})) == nested(7, {"('a',)": "(1,)"})
     assert json_value(nested(8, {"a": 1})) == nested(8, "{'a': 1}")
     assert json_value(2**10_000 - 1) == 2**10_000 - 1 and json_value(2**10_000) is None
+    assert json_value(True) is True and json_value(np.bool_(False)) is False  # not the integers 1 and 0
 
     class Text(str):
         pass

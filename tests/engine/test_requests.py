@@ -359,7 +359,7 @@ def test_prepare_request_keeps_what_the_request_asks_for(tmp_path):
     ("parse_json", "[" * 100_000, "JSON nested too deeply"),
 ])
 def test_each_check_says_exactly_what_is_wrong(check, value, message):
-    """The whole one-line message of each field check, as documented in docs/serving.md's errors."""
+    """The whole one-line message of each field check, not only the field it names."""
     import engine.requests
 
     with pytest.raises(RequestError) as err:
@@ -394,6 +394,10 @@ def test_a_feature_file_error_names_the_path_the_caller_gave(tmp_path):
     assert "'v.npy'" in str(err.value) and str(tmp_path) not in str(err.value)
 
 
+class Text(str):
+    """A str subclass, as a caller's own string type."""
+
+
 def test_json_value_converts_eight_levels_and_bounded_integers():
     """By hand: lists, tuples and dicts are converted 8 levels deep (a 9th level is its text), keys
     too; integers of up to 10,000 bits are kept, booleans stay booleans; a str subclass becomes a plain
@@ -411,17 +415,11 @@ def test_json_value_converts_eight_levels_and_bounded_integers():
     assert json_value(2**10_000 - 1) == 2**10_000 - 1 and json_value(2**10_000) is None
     assert json_value(True) is True and json_value(np.bool_(False)) is False  # not the integers 1 and 0
 
-    class Text(str):
-        pass
-
     assert type(json_value(Text("x"))) is str and json_value(Text("x")) == "x"
 
 
 def test_video_ids_are_compared_as_plain_text():
     from engine.requests import check_video_id
-
-    class Text(str):
-        pass
 
     assert check_video_id(np.int64(7)) == "7" and check_video_id(7) == "7"
     assert type(check_video_id(Text("v"))) is str and check_video_id(Text("v")) == "v"

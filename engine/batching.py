@@ -7,9 +7,9 @@ from typing import Hashable, Iterable, Sequence
 
 from reference.embedding import MIN_CHAR_WIDTH
 
-CLIP_STEP = 16  # clip counts round up to a multiple of this (capped at max_pos_len)
+CLIP_STEPS = ((64, 16), (128, 32))  # (up to this many clips, round up to a multiple of this); 64 above
 MIN_WORDS = 8  # query lengths round up to a power of two, at least this
-CHAR_STEP = 8  # char widths round up to a multiple of this
+MIN_CHARS = 8  # char widths round up to a power of two, at least this
 MERGE_WORDS = 2  # word buckets up to this factor apart (and their chars) run as one batch
 # Coarse length buckets for compiled localizers (a TensorRT profile or a CUDA graph each): clips
 # per video of Charades-STA, ActivityNet Captions and TACoS.
@@ -21,22 +21,29 @@ def round_up(value: int, step: int) -> int:
 
 
 def clip_bucket(num_clips: int, max_pos_len: int) -> int:
-    """Padded clip count for a video of `num_clips` clips."""
-    return min(round_up(num_clips, CLIP_STEP), max_pos_len)
+    """Padded clip count for a video of `num_clips` clips: a multiple of 16 up to 64 clips, of 32 up
+    to 128 and of 64 above (padding costs at most a third), capped at max_pos_len."""
+    step = next((step for limit, step in CLIP_STEPS if num_clips <= limit), 64)
+    return min(round_up(num_clips, step), max_pos_len)
+
+
+def power_of_two_bucket(value: int, smallest: int) -> int:
+    """The next power of two of `value`, at least `smallest` (itself a power of two)."""
+    size = smallest
+    while size < value:
+        size *= 2
+    return size
 
 
 def word_bucket(num_words: int, max_pos_len: int) -> int:
     """Padded query length: the next power of two, at least MIN_WORDS, capped at max_pos_len (the
     position embedding's length; queries are cut to it)."""
-    size = MIN_WORDS
-    while size < num_words:
-        size *= 2
-    return min(size, max_pos_len)
+    return min(power_of_two_bucket(num_words, MIN_WORDS), max_pos_len)
 
 
 def char_bucket(width: int) -> int:
-    """Padded char width (at least 4 as the char CNN needs; a multiple of CHAR_STEP)."""
-    return round_up(max(width, MIN_CHAR_WIDTH), CHAR_STEP)
+    """Padded char width: the next power of two, at least MIN_CHARS (the char CNN needs 4)."""
+    return power_of_two_bucket(max(width, MIN_CHAR_WIDTH), MIN_CHARS)
 
 
 def length_buckets(max_pos_len: int, buckets: tuple[int, ...] = LENGTH_BUCKETS) -> tuple[int, ...]:

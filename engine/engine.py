@@ -12,19 +12,22 @@ import torch
 
 from reference.matching import NUM_LABELS
 from reference.model import SeqPAN
-from reference.ops import length_mask, weights_dtype
+from reference.ops import length_mask
 from reference.errors import SeqPANError
 from reference.precision import ENGINE_PRECISIONS
 
 from .backends import auto_backend_name, build_backend
-from .batching import Shape, batch_bucket, plan_batches
-from .cuda_graphs import GraphCache, packed_weights_generation
+from .batching import Shape, plan_batches
 from .data.features import index_to_time, resolve_feature_path
 from .errors import BackendError, RequestError, UsageError, one_line
 from .io.checkpoint import load_checkpoint
 from .limits import Limits
-from .requests import PATHS_REFUSED, GroundingRequest, GroundingResult, Prepared, prepare_request
+from .lru import LRU
+from .requests import PATHS_REFUSED, GroundingRequest, GroundingResult, Prepared, QueryTokens, prepare_request, \
+    tokenize_query
+from .shape_plan import ShapePlan
 from .spans import top_spans
+from .stages import STAGE_NAMES, EagerStep, stage_inputs
 
 PRECISIONS = ("auto", *ENGINE_PRECISIONS)
 DEVICE_TYPES = ("cpu", "cuda")
@@ -54,11 +57,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
 class GroundingEngine:
     """Grounds requests in batches bucketed by (clips, words); results do not depend on batching.
 
-    On CPU it runs fp32 by default on the openvino backend (the whole step compiled per bucket shape;
-    the reference when OpenVINO does not import). On CUDA it runs bf16 by default and replays one
-    CUDA graph per (batch, bucket) shape, keeping the `max_graphs` most recently used (`description`
-    says how many it holds and their memory). `backend_options` go to the backend (openvino:
-    cache_dir, threads, warmup).
+    The step runs in three stages (`engine.stages`: video encoder, query encoder, the rest), each at
+    the static shapes of the engine's `plan` (`engine.shape_plan`, a function of the model's config,
+    `max_batch` and `limits.max_word_chars`), so the shapes it compiles are known and few;
+    `warm_up()` compiles (or captures) them all, after which no request waits for a compile.
+    A query's tokens and its encoding are kept per text (`query_cache` entries, least recently used
+    dropped), so a repeated query skips tokenizing and the query encoder.
+
+    On CPU it runs fp32 by default on the openvino backend (every stage compiled by OpenVINO; the
+    reference when OpenVINO does not import). On CUDA it runs bf16 by default and replays one CUDA
+    graph per stage shape. `backend_options` go to the backend (openvino: cache_dir,
+    cache_max_bytes, threads).
 
     Untrusted requests: `limits` bounds the work one request may ask for; `features_root` confines
     `.npy` paths to one folder (symlinks followed; every refused path gets the same message), and
@@ -67,10 +76,10 @@ class GroundingEngine:
 
     def __init__(self, model: SeqPAN, word_dict: dict[str, int], char_dict: dict[str, int],
                  device: str | torch.device = "auto", precision: str = "auto", backend: str = "auto",
-                 max_batch: int = 256, cuda_graphs: bool | None = None,
+                 max_batch: int = 64, cuda_graphs: bool | None = None,
                  video_source: Callable[[str | Path], tuple[np.ndarray, float]] | None = None,
                  features_root: str | Path | None = None, allow_feature_paths: bool = True,
-                 limits: Limits | None = None, backend_options: dict | None = None, max_graphs: int = 64):
+                 limits: Limits | None = None, backend_options: dict | None = None, query_cache: int = 4096):
         if precision not in PRECISIONS:
             raise BackendError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
@@ -88,13 +97,17 @@ class GroundingEngine:
         self.word_dict, self.char_dict = word_dict, char_dict
         self.max_batch = max_batch
         self.video_source = video_source  # video file -> ([T, visual_dim] features, duration), e.g. I3D
+        self.plan = ShapePlan.of(self.cfg, max_batch, self.limits.max_word_chars)
         model = model.to(self.device).eval()
         self.model = build_backend(self.backend_name, model, precision=self.precision, **(backend_options or {}))
-        self.graphs = None
-        if on_gpu if cuda_graphs is None else cuda_graphs:
-            self.graphs = GraphCache(self._forward, max_graphs, generation=lambda: packed_weights_generation(self.model))
-        # what runs on each padded batch's device tensors: a graph replay, or the forward itself
-        self.device_step = self.graphs if self.graphs is not None else self._forward
+        if hasattr(self.model, "engine_step"):  # a backend that compiles the stages itself (openvino)
+            self.step = self.model.engine_step(self.plan)
+        else:
+            graphs = on_gpu if cuda_graphs is None else cuda_graphs
+            self.step = EagerStep(self.model, self.plan, lambda: autocast(self.device, self.precision,
+                                                                          self.backend_name), graphs)
+        self.tokens: LRU[str, QueryTokens] = LRU(query_cache)
+        self.encoded_queries: LRU[str, torch.Tensor] = LRU(query_cache)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto",
@@ -105,10 +118,19 @@ class GroundingEngine:
 
     @property
     def description(self) -> str:
-        graphs = ""
-        if self.graphs is not None:
-            graphs = f", CUDA graphs ({len(self.graphs)} held, {self.graphs.memory_bytes / 2**20:.1f} MiB)"
-        return f"{self.backend_name} backend, {self.precision}, {self.device}{graphs}"
+        return f"{self.backend_name} backend, {self.precision}, {self.device}{self.step.description}"
+
+    def warm_up(self, progress: Callable[[int], None] | None = None) -> None:
+        """Run every stage once at every shape of the plan (compiling or capturing each), so that no
+        request waits for one later; `progress` gets 1 per shape."""
+        cfg, device = self.cfg, self.device
+        shapes = {"video": self.plan.video_shapes(), "query": self.plan.query_shapes(),
+                  "cross": self.plan.cross_shapes()}
+        for name in STAGE_NAMES:
+            for shape in shapes[name]:
+                self.step.run(name, *(t.to(device) for t in stage_inputs(cfg, name, shape)))
+                if progress:
+                    progress(1)
 
     def prepare(self, request: GroundingRequest, cache: dict[Hashable, torch.Tensor] | None = None) -> Prepared:
         """Validate one request and turn it into model inputs; raises RequestError. A `video` request
@@ -126,7 +148,14 @@ class GroundingEngine:
             request = dataclasses.replace(request, features=features, video=None,
                                           duration=duration if request.duration is None else request.duration)
         return prepare_request(request, self.cfg, self.word_dict, self.char_dict, {} if cache is None else cache,
-                               self.limits, self.features_root, self.allow_feature_paths)
+                               self.limits, self.features_root, self.allow_feature_paths, self.query_tokens)
+
+    def query_tokens(self, text: str) -> QueryTokens:
+        """The tokens of a checked query text (kept per text)."""
+        tokens = self.tokens.get(text)
+        if tokens is None:
+            tokens = self.tokens.put(text, tokenize_query(text, self.cfg, self.word_dict, self.char_dict))
+        return tokens
 
     # -- running -----------------------------------------------------------------------------
     def ground(self, requests: Sequence[GroundingRequest],
@@ -166,69 +195,79 @@ class GroundingEngine:
         return self.run_isolating(items[:half], shape) + self.run_isolating(items[half:], shape)
 
     def run_batch(self, items: Sequence[Prepared], shape: Shape) -> list[GroundingResult]:
-        """One padded batch at `shape`; each video is encoded once."""
-        keys = list(dict.fromkeys(p.video_key for p in items))
-        unique = {k: next(p.features for p in items if p.video_key == k) for k in keys}
-        b, u = len(items), len(keys)
-        if self.graphs is not None:
-            b, u = batch_bucket(b), batch_bucket(u)
-        video = torch.zeros(u, shape.clips, self.cfg.visual_dim)
-        video_len = torch.ones(u, dtype=torch.long)
-        for j, k in enumerate(keys):
-            video[j, : unique[k].shape[0]] = unique[k]
-            video_len[j] = unique[k].shape[0]
-        video_index = torch.zeros(b, dtype=torch.long)
-        words = torch.zeros(b, shape.words, dtype=torch.long)
-        chars = torch.zeros(b, shape.words, shape.chars, dtype=torch.long)
-        noise = torch.zeros(b, shape.clips, NUM_LABELS)
-        for i in range(b):
-            p = items[min(i, len(items) - 1)]  # graph padding rows repeat the last request
-            video_index[i] = keys.index(p.video_key)
-            words[i, : len(p.word_ids)] = torch.tensor(p.word_ids)
-            for j, cids in enumerate(p.char_ids):
-                chars[i, j, : len(cids)] = torch.tensor(cids, dtype=torch.long)
+        """One batch at `shape`: each video encoded once, each query text encoded once (then kept), the
+        cross stage in chunks of the plan's batch sizes."""
+        b, n, m = len(items), shape.clips, shape.words
+        videos: dict[Hashable, torch.Tensor] = {}
+        for p in items:
+            if p.video_key not in videos:
+                videos[p.video_key] = self.encode_video(p.features, n)
+        v = torch.cat([videos[p.video_key] for p in items])
+        q = torch.zeros(b, m, v.shape[2], dtype=v.dtype, device=v.device)
+        for i, p in enumerate(items):
+            encoded = self.encode_query(p.query)
+            q[i, : encoded.shape[1]] = encoded[0]
+        video_len = torch.tensor([p.features.shape[0] for p in items])
+        query_len = torch.tensor([p.query.length for p in items])
+        noise = torch.zeros(b, n, NUM_LABELS)
+        for i, p in enumerate(items):
             if p.noise is not None:
                 noise[i, : p.noise.shape[0]] = p.noise
-        inputs = [t.to(self.device, non_blocking=True) for t in (video, video_len, video_index, words, chars, noise)]
-        start, end, score, start_logits, end_logits = (t.cpu() for t in self.device_step(*inputs))
+        video_len_d, query_len_d, noise_d = (t.to(self.device, non_blocking=True) for t in (video_len, query_len, noise))
+        logits, done = [], 0
+        for size in self.plan.chunks(b):
+            rows = slice(done, min(done + size, b))
+            inputs = (v[rows], video_len_d[rows], q[rows], query_len_d[rows], noise_d[rows])
+            logits.append(self.step.run("cross", *(pad_rows(t, size) for t in inputs))[:2])
+            done += size
+        start_logits = torch.cat([s for s, _ in logits])[:b]
+        end_logits = torch.cat([e for _, e in logits])[:b]
+        decoded = self.step.decode(start_logits, end_logits, length_mask(video_len_d, n))
+        start, end, score = (t.cpu() for t in decoded)
+        start_logits, end_logits = start_logits.float().cpu(), end_logits.float().cpu()
         results = []
         for i, p in enumerate(items):
-            s, e = int(start[i]), int(end[i])
+            s, e, prob = int(start[i]), int(end[i]), float(score[i])
             # a non-finite score may come with any indices (a NaN's argmax is up to the backend)
-            finite = math.isfinite(float(score[i]))
+            finite = math.isfinite(prob)
             t0, t1 = index_to_time(s, e, p.features.shape[0], p.duration) if finite else (math.nan, math.nan)
-            if not all(math.isfinite(x) for x in (t0, t1, float(score[i]))):
+            if not all(math.isfinite(x) for x in (t0, t1, prob)):
                 results.append(GroundingResult(None, error="the model gave a non-finite score for this request "
                                                            "(NaN/inf weights, or an activation overflowed)"))
                 continue
-            results.append(GroundingResult(None, float(t0), float(t1), s, e, float(score[i])))
+            results.append(GroundingResult(None, float(t0), float(t1), s, e, prob))
             if p.top_k > 1:
-                n = p.features.shape[0]
-                spans = top_spans(start_logits[i, :n], end_logits[i, :n], p.top_k, p.nms, first=(s, e))
-                results[-1].moments = [self._moment(a, b, float(score[i]) if k == 0 else prob, p)
-                                       for k, (a, b, prob) in enumerate(spans)]
+                clips = p.features.shape[0]
+                spans = top_spans(start_logits[i, :clips], end_logits[i, :clips], p.top_k, p.nms, first=(s, e))
+                results[-1].moments = [self._moment(a, b, prob if k == 0 else span_prob, p)
+                                       for k, (a, b, span_prob) in enumerate(spans)]
         return results
+
+    def encode_video(self, features: torch.Tensor, clips: int) -> torch.Tensor:
+        """The video stage on one video's features, padded to `clips`: [1, clips, dim]."""
+        video = torch.zeros(1, clips, self.cfg.visual_dim)
+        video[0, : features.shape[0]] = features
+        length = torch.tensor([features.shape[0]])
+        return self.step.run("video", video.to(self.device), length.to(self.device))[0]
+
+    def encode_query(self, tokens: QueryTokens) -> torch.Tensor:
+        """The query stage on one query's tokens: [1, words bucket, dim], kept per text."""
+        encoded = self.encoded_queries.get(tokens.text)
+        if encoded is None:
+            inputs = (self.step.word_vectors(tokens.word_ids[None]), tokens.char_ids[None], torch.tensor([tokens.length]))
+            encoded = self.encoded_queries.put(tokens.text, self.step.run("query", *(t.to(self.device) for t in inputs))[0])
+        return encoded
 
     @staticmethod
     def _moment(s: int, e: int, score: float, p: Prepared) -> dict:
         t0, t1 = index_to_time(s, e, p.features.shape[0], p.duration)
         return {"start": float(t0), "end": float(t1), "start_index": s, "end_index": e, "score": score}
 
-    @torch.no_grad()
-    def _forward(self, video: torch.Tensor, video_len: torch.Tensor, video_index: torch.Tensor,
-                 words: torch.Tensor, chars: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Encode the unique videos once, gather them per query, run the rest; isolated padding."""
-        model = self.model
-        if hasattr(model, "ground_batch"):  # a backend that compiles this whole step (openvino)
-            return model.ground_batch(video, video_len, video_index, words, chars, noise)
-        with autocast(self.device, self.precision, self.backend_name):
-            v_mask_u = length_mask(video_len, video.shape[1])
-            v = model.encode_video(video.to(weights_dtype(model)), v_mask_u, "isolated")
-            v, v_mask = v[video_index], v_mask_u[video_index]
-            q_mask = words != 0
-            q = model.encode_query(words, chars, q_mask, "isolated")
-            out = model.ground_encoded(v, q, v_mask, q_mask, "isolated", noise.to(v.dtype))
-        return out.start_index, out.end_index, out.score.float(), out.start_logits.float(), out.end_logits.float()
+
+def pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """`t` grown to `rows` rows by repeating its last row (rows never interact: no answer changes)."""
+    extra = rows - t.shape[0]
+    return t if extra == 0 else torch.cat([t, t[-1:].expand(extra, *t.shape[1:])])
 
 
 def error_message(err: Exception) -> str:

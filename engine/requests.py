@@ -8,7 +8,7 @@ import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Hashable
+from typing import Any, Callable, Hashable
 
 import numpy as np
 import torch
@@ -225,12 +225,41 @@ def json_error_id(obj: Any) -> Any:
         return None
 
 
+@dataclass(frozen=True, eq=False)
+class QueryTokens:
+    """A query's words as model inputs, padded to its own word and char buckets (`engine.batching`);
+    the same text always gives the same tokens, so the engine keeps them (and the query's encoding)
+    per text."""
+    text: str
+    word_ids: torch.Tensor  # [words bucket] int64, zeros past `length`
+    char_ids: torch.Tensor  # [words bucket, chars bucket] int64, left-packed, zeros past each word
+    length: int  # words kept (at most max_pos_len)
+    longest: int  # characters in its longest kept word
+
+
+def tokenize_query(query: str, cfg: SeqPANConfig, word_dict: dict[str, int], char_dict: dict[str, int]) -> QueryTokens:
+    """A checked query's tokens and ids; raises RequestError for a query with no words."""
+    words = tokenize(query)
+    if not words:
+        raise RequestError(f"query {query[:100]!r} has no words")
+    word_ids, char_ids = encode(words, word_dict, char_dict, cfg.max_pos_len)
+    lengths = np.fromiter((len(c) for c in char_ids), dtype=np.int64, count=len(char_ids))
+    longest = int(lengths.max())
+    words_padded = np.zeros(word_bucket(len(word_ids), cfg.max_pos_len), dtype=np.int64)
+    words_padded[: len(word_ids)] = word_ids
+    chars_padded = np.zeros((len(words_padded), char_bucket(longest)), dtype=np.int64)
+    flat = np.fromiter((c for cids in char_ids for c in cids), dtype=np.int64, count=int(lengths.sum()))
+    rows = np.repeat(np.arange(len(char_ids)), lengths)
+    columns = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    chars_padded[rows, columns] = flat
+    return QueryTokens(query, torch.from_numpy(words_padded), torch.from_numpy(chars_padded), len(word_ids), longest)
+
+
 @dataclass
 class Prepared:
-    """A validated request: down-sampled features, encoded words, and its sharing key."""
+    """A validated request: down-sampled features, its query's tokens, and its video's sharing key."""
     features: torch.Tensor  # [clips, visual_dim] float32, CPU
-    word_ids: list[int]
-    char_ids: list[list[int]]
+    query: QueryTokens
     duration: float
     video_key: Hashable
     noise: torch.Tensor | None = None  # [clips, 4]
@@ -266,9 +295,11 @@ def video_features(features: Any, video_id: str | None, cfg: SeqPANConfig, cache
 
 def prepare_request(request: GroundingRequest, cfg: SeqPANConfig, word_dict: dict[str, int],
                     char_dict: dict[str, int], cache: dict[Hashable, torch.Tensor], limits: Limits = DEFAULT_LIMITS,
-                    features_root: str | Path | None = None, allow_feature_paths: bool = True) -> Prepared:
+                    features_root: str | Path | None = None, allow_feature_paths: bool = True,
+                    tokens: Callable[[str], QueryTokens] | None = None) -> Prepared:
     """Check one request and turn it into model inputs; raises RequestError. `cache` maps video
-    keys to down-sampled features, so a video shared by several requests is loaded once."""
+    keys to down-sampled features, so a video shared by several requests is loaded once; `tokens`
+    (default `tokenize_query`) gives a query's tokens, e.g. from a cache of them."""
     if not isinstance(request, GroundingRequest):
         raise RequestError(f"expected a GroundingRequest, got {type(request).__name__}")
     duration = check_duration(request.duration, limits)
@@ -276,14 +307,10 @@ def prepare_request(request: GroundingRequest, cfg: SeqPANConfig, word_dict: dic
     seed = check_seed(request.seed)
     video_id = check_video_id(request.video_id)
     top_k, nms = check_top_k(request.top_k, request.nms, limits)
-    words = tokenize(query)
-    if not words:
-        raise RequestError(f"query {query[:100]!r} has no words")
-    longest = max(len(w) for w in words[: cfg.max_pos_len])
-    if longest > limits.max_word_chars:
-        raise RequestError(f"the query has a word of {longest} characters, more than the limit of "
+    tokenized = tokens(query) if tokens is not None else tokenize_query(query, cfg, word_dict, char_dict)
+    if tokenized.longest > limits.max_word_chars:
+        raise RequestError(f"the query has a word of {tokenized.longest} characters, more than the limit of "
                            f"{limits.max_word_chars}")
-    word_ids, char_ids = encode(words, word_dict, char_dict, cfg.max_pos_len)
     try:
         feats, key = video_features(request.features, video_id, cfg, cache, limits, features_root,
                                     allow_feature_paths)
@@ -292,7 +319,7 @@ def prepare_request(request: GroundingRequest, cfg: SeqPANConfig, word_dict: dic
     noise = None
     if seed is not None:
         noise = gumbel_noise((feats.shape[0], NUM_LABELS), torch.Generator().manual_seed(seed))
-    prepared = Prepared(feats, word_ids, char_ids, duration, key, noise, top_k, nms)
-    prepared.shape = Shape(clip_bucket(feats.shape[0], cfg.max_pos_len), word_bucket(len(word_ids), cfg.max_pos_len),
-                           char_bucket(max(len(c) for c in char_ids)))
+    prepared = Prepared(feats, tokenized, duration, key, noise, top_k, nms)
+    prepared.shape = Shape(clip_bucket(feats.shape[0], cfg.max_pos_len), tokenized.word_ids.shape[0],
+                           tokenized.char_ids.shape[1])
     return prepared

@@ -24,9 +24,18 @@ class FusedSpanPredictor(nn.Module):
         super().__init__()
         self.predictor = predictor
 
+    def logits(self, x: torch.Tensor, mask: torch.Tensor,
+               conv_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.predictor.logits(x, mask, conv_mask)
+
+    @staticmethod
+    def decode(start_logits: torch.Tensor, end_logits: torch.Tensor,
+               mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return decode_span(start_logits, end_logits, mask)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor, conv_mask: torch.Tensor | None) -> LocalizerOutput:
-        start_logits, end_logits = self.predictor.logits(x, mask, conv_mask)
-        return LocalizerOutput(start_logits, end_logits, *decode_span(start_logits, end_logits, mask))
+        start_logits, end_logits = self.logits(x, mask, conv_mask)
+        return LocalizerOutput(start_logits, end_logits, *self.decode(start_logits, end_logits, mask))
 
 
 def triton_seqpan(model: SeqPAN, precision: str = "fp32", conv: dict | None = None, sgpa: dict | None = None,

@@ -69,8 +69,12 @@ class QueryEncoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.drop = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, word_ids: torch.Tensor, char_ids: torch.Tensor, char_width: torch.Tensor | None) -> torch.Tensor:
-        feats = torch.cat([self.drop(self.words(word_ids)), self.chars(char_ids, char_width)], -1)
+    def forward(self, word_ids: torch.Tensor | None, char_ids: torch.Tensor, char_width: torch.Tensor | None,
+                word_vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """`word_vectors` [B, M, word_dim], when given, are the word table's rows for `word_ids` looked
+        up by the caller (a compiled stage takes them so as not to hold the whole table)."""
+        words = self.words(word_ids) if word_vectors is None else word_vectors
+        feats = torch.cat([self.drop(words), self.chars(char_ids, char_width)], -1)
         return self.norm(self.proj(feats))
 
 

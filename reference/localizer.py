@@ -71,7 +71,13 @@ class ConditionedPredictor(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor, conv_mask: torch.Tensor | None) -> LocalizerOutput:
         """Logits and the decoded span: the whole localizer, the unit the fast paths replace."""
         start_logits, end_logits = self.logits(x, mask, conv_mask)
-        return LocalizerOutput(start_logits, end_logits, *decode_span(start_logits, end_logits, mask))
+        return LocalizerOutput(start_logits, end_logits, *self.decode(start_logits, end_logits, mask))
+
+    @staticmethod
+    def decode(start_logits: torch.Tensor, end_logits: torch.Tensor,
+               mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Span decoding of the logits (`decode_span`); a fast path may swap in its own kernel."""
+        return decode_span(start_logits, end_logits, mask)
 
 
 def decode_span(start_logits: torch.Tensor, end_logits: torch.Tensor,

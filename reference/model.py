@@ -96,12 +96,13 @@ class SeqPAN(nn.Module):
         record("add_pos_embs:pos_emb@0", v)
         return self.conv_block(v, video_mask if padding == "isolated" else None)
 
-    def encode_query(self, word_ids: torch.Tensor, char_ids: torch.Tensor, query_mask: torch.Tensor,
-                     padding: str, record: Recorder = _ignore) -> torch.Tensor:
-        """The video-independent query path: words + char CNN, projection, norm, positions, conv block."""
+    def encode_query(self, word_ids: torch.Tensor | None, char_ids: torch.Tensor, query_mask: torch.Tensor,
+                     padding: str, record: Recorder = _ignore, word_vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """The video-independent query path: words + char CNN, projection, norm, positions, conv block.
+        `word_vectors`, when given, stand for the word embedding of `word_ids` (then unused)."""
         isolated = padding == "isolated"
         char_width = sample_char_width(char_ids) if isolated else None
-        q = self.pos_emb(self.query_encoder(word_ids, char_ids, char_width))
+        q = self.pos_emb(self.query_encoder(word_ids, char_ids, char_width, word_vectors))
         record("add_pos_embs:pos_emb@1", q)
         return self.conv_block(q, query_mask if isolated else None)
 
@@ -126,11 +127,19 @@ class SeqPAN(nn.Module):
     def ground_encoded(self, v: torch.Tensor, q: torch.Tensor, v_mask: torch.Tensor, q_mask: torch.Tensor,
                        padding: str = "isolated", gumbel_noise: torch.Tensor | None = None,
                        record: Recorder = _ignore) -> SeqPANOutput:
-        """Everything after the two encoders: SGPA layers, CQA, fusion, matching, localizer.
+        """Everything after the two encoders: SGPA layers, CQA, fusion, matching, localizer, span decoding.
 
         Takes the outputs of `encode_video` [B, N, D] and `encode_query` [B, M, D], so a caller may
         encode a video once and reuse it for several queries.
         """
+        start_logits, end_logits, match_logits = self.localize(v, q, v_mask, q_mask, padding, gumbel_noise, record)
+        return SeqPANOutput(start_logits, end_logits, match_logits,
+                            *self.predictor.decode(start_logits, end_logits, v_mask), v_mask)
+
+    def localize(self, v: torch.Tensor, q: torch.Tensor, v_mask: torch.Tensor, q_mask: torch.Tensor,
+                 padding: str = "isolated", gumbel_noise: torch.Tensor | None = None,
+                 record: Recorder = _ignore) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`ground_encoded` up to the logits: (start_logits, end_logits, match_logits), before decoding."""
         record("conv_block:conv_block@0", v)
         record("conv_block:conv_block@1", q)
         for i, layer in enumerate(self.sgpa):
@@ -147,8 +156,7 @@ class SeqPAN(nn.Module):
         record("cq_concat:cq_cat@0", fused)
         noise = None if gumbel_noise is None else gumbel_noise[:, : v_mask.shape[1]].to(fused.dtype)
         match_logits, feats = self.matcher(fused, v_mask, noise)
-        loc = self.predictor(feats, v_mask, v_mask if padding == "isolated" else None)
-        record("conditioned_predictor:predictor#0@0", loc.start_logits)
-        record("conditioned_predictor:predictor#1@0", loc.end_logits)
-        return SeqPANOutput(loc.start_logits, loc.end_logits, match_logits, loc.start_index, loc.end_index,
-                            loc.score, v_mask)
+        start_logits, end_logits = self.predictor.logits(feats, v_mask, v_mask if padding == "isolated" else None)
+        record("conditioned_predictor:predictor#0@0", start_logits)
+        record("conditioned_predictor:predictor#1@0", end_logits)
+        return start_logits, end_logits, match_logits

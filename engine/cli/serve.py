@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, help="CPU threads of the engine, torch's and the openvino "
                                                         "backend's (default: one per core the process may use)")
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
-                   help="report ready without first running the common shapes")
+                   help="report ready without first compiling every shape of the engine's plan")
     p.add_argument("--ray", action="store_true", help="serve from a Ray Serve deployment (needs ray[serve])")
     p.add_argument("--replicas", type=positive_int, help="with --ray: engine replicas (default 1; one GPU each "
                                                          "where the cluster has GPUs)")

@@ -1,6 +1,7 @@
 """A disk cache of compiled artifacts (TensorRT engines, OpenVINO compiled models) that never serves a
 stale or corrupt entry: each entry is named by its key's digest and carries a sidecar with the full
-key and the artifact's SHA-256."""
+key and the artifact's SHA-256. Optionally bounded in bytes: past the bound, the entries used least
+recently (a hit marks its entry used) are removed."""
 from __future__ import annotations
 
 import hashlib
@@ -29,10 +30,12 @@ class CacheKey:
 
 class EngineCache:
     """Serialized engines under `root`: `<digest>.engine` and a `<digest>.json` sidecar holding the full
-    key and the engine's SHA-256. An entry whose sidecar disagrees is discarded, never used."""
+    key and the engine's SHA-256. An entry whose sidecar disagrees is discarded, never used. With
+    `max_bytes`, storing an entry removes the least recently used others until the engines fit."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, max_bytes: int | None = None):
         self.root = Path(root)
+        self.max_bytes = max_bytes
 
     def paths(self, key: CacheKey) -> tuple[Path, Path]:
         stem = self.root / key.digest()
@@ -50,6 +53,7 @@ class EngineCache:
         except (OSError, ValueError) as err:
             problem = f"corrupt: unreadable entry ({err})"
         if problem is None:
+            os.utime(engine_path)  # used now: the last to be evicted
             return blob
         self.discard(key)
         raise CacheMiss(problem)
@@ -60,7 +64,27 @@ class EngineCache:
         write_atomically(engine_path, lambda tmp: Path(tmp).write_bytes(blob))
         sidecar = {"key": key.as_json(), "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
         write_atomically(sidecar_path, lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=1)))
+        if self.max_bytes is not None:
+            self.evict(keep=engine_path)
         return engine_path
+
+    def evict(self, keep: Path) -> None:
+        """Remove the least recently used entries (never `keep`) until the engines take at most max_bytes."""
+        entries = []
+        for path in self.root.glob("*.engine"):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # removed by another process meanwhile
+                continue
+            entries.append((stat.st_mtime_ns, stat.st_size, path))
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            if path != keep:
+                path.unlink(missing_ok=True)
+                path.with_suffix(".json").unlink(missing_ok=True)
+                total -= size
 
     def discard(self, key: CacheKey) -> None:
         for path in self.paths(key):

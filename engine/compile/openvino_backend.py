@@ -1,12 +1,10 @@
-"""The CPU fast path: SeqPAN's whole forward (the engine's: unique videos encoded once) compiled by
-OpenVINO, one static-shape model per bucket shape, the compiled models cached on disk.
+"""The CPU fast path: the engine's three-stage step (`engine.stages`) compiled by OpenVINO, one
+static-shape model per stage and shape of the engine's shape plan, cached on disk.
 
-A shape is (videos, queries, clips, words, chars). The engine already buckets clips, words and
-chars; here the query and video counts are bucketed too (`rows_bucket`), padding with copies of
-the last row (samples never interact, so no answer changes, in either padding mode). The graph is
-traced once per model and padding mode (TorchScript, through OpenVINO's PyTorch frontend) with
-every dimension dynamic; a shape missing from the disk cache is that model made static, compiled
-(about a second) and stored; a later process imports it.
+Each stage is traced once per model and padding mode (TorchScript, through OpenVINO's PyTorch
+frontend) with every dimension dynamic; a shape missing from the disk cache is that model made
+static, compiled (a fraction of a second) and stored; a later process imports it. `warm_up` (the
+engine's) compiles the whole plan, so no compile runs on a request's path afterwards.
 
 fp32 is exact (OpenVINO is told `INFERENCE_PRECISION_HINT: f32`, else it may run bf16 on CPUs
 with bf16 units); bf16 runs OpenVINO's bf16 kernels where the CPU has them and fp32 elsewhere.
@@ -22,29 +20,29 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from reference.config import SeqPANConfig
+from reference.localizer import decode_span
 from reference.model import SeqPAN, SeqPANOutput, prepare_inputs
 from reference.matching import NUM_LABELS
 from reference.ops import check_padding, weights_device, weights_dtype
 
-from ..batching import char_bucket, clip_bucket, round_up, word_bucket
 from ..errors import BackendError
 from ..io.checkpoint import weights_hash
+from ..shape_plan import ShapePlan
+from ..stages import STAGES, stage_inputs, word_table
 from .disk_cache import CacheKey, EngineCache, cache_root
-from .grounding_graph import GroundingGraph
 
-GRAPH_VERSION = "1"  # bump when GroundingGraph's inputs, outputs or semantics change
+GRAPH_VERSION = "2"  # bump when a stage's inputs, outputs or semantics change
 RUNTIME_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # engine precision -> OpenVINO inference precision
-MAX_MODELS = 64  # compiled models kept in memory, in all and per instance (least recently used dropped)
-KEEP_TRACED = 4  # traced models kept in memory, by (weights hash, padding)
-TRACE_SHAPE = (2, 3, 6, 5, 7)  # (videos, queries, clips, words, chars) traced at: distinct sizes, none 1
-ROW_STEPS = ((8, 1), (32, 4), (64, 8), (128, 16))  # (up to this many rows, pad to a multiple of this)
+MAX_MODELS = 512  # compiled models shared by the process's instances (least recently used dropped)
+KEEP_TRACED = 12  # traced stages kept in memory, by (weights hash, stage, padding)
+DEFAULT_CACHE_BYTES = 1 << 30  # the disk cache's bound (least recently used entries removed past it)
+TRACE_SHAPES = {"video": (2, 6), "query": (3, 5, 7), "cross": (3, 6, 5)}  # distinct sizes, none 1
 log = logging.getLogger(__name__)
-_traced: dict[tuple[str, str], object] = {}  # (weights hash, padding) -> dynamic-shape OpenVINO model
+_traced: OrderedDict[tuple[str, str, str], object] = OrderedDict()  # (weights hash, stage, padding) -> model
 _compiled: OrderedDict[tuple[str, int], object] = OrderedDict()  # (key digest, threads) -> compiled model
 
 
@@ -82,73 +80,53 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def rows_bucket(count: int) -> int:
-    """Padded query or video count: exact up to 8, then a multiple of 4 up to 32, of 8 up to 64, of 16
-    up to 128 and of 32 above, so that padding rows cost at most a third (a quarter above 32)."""
-    for limit, step in ROW_STEPS:
-        if count <= limit:
-            return round_up(count, step)
-    return round_up(count, 32)
-
-
-def pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
-    """`t` grown to `rows` rows by repeating its last row."""
-    extra = rows - t.shape[0]
-    return t if extra == 0 else torch.cat([t, t[-1:].expand(extra, *t.shape[1:])])
-
-
 @dataclass(frozen=True)
 class CompiledKey(CacheKey):
     """Everything a compiled model depends on; its digest names the cache entry."""
     weights_hash: str
+    stage: str  # engine.stages.STAGES
     padding: str
-    shape: tuple[int, ...]  # (videos, queries, clips, words, chars)
+    shape: tuple[int, ...]  # the stage's static shape (engine.shape_plan)
     precision: str  # OpenVINO's inference precision
     runtime: str
     cpu: str
     graph_version: str = GRAPH_VERSION
 
 
-class CompiledGraphs:
-    """GroundingGraph of one model and padding mode as OpenVINO models, one per input shape.
+class StageModels:
+    """One stage of one model and padding mode as OpenVINO models, one per static input shape.
 
-    The graph is traced once (on the first shape missing from the disk cache) with every dimension
-    dynamic; each shape is that model made static and compiled (GroundingGraph has no op whose
-    count depends on a dimension, so one trace serves every shape)."""
+    The stage is traced once (on the first shape missing from the disk cache) with every dimension
+    dynamic; each shape is that model made static and compiled (no stage has an op whose count
+    depends on a dimension, so one trace serves every shape). `loads` counts the models this
+    instance took from the process, the disk cache or a compile; `status` says which per shape."""
 
-    def __init__(self, model: SeqPAN, padding: str, precision: str = "fp32", cache_dir: str | Path | None = None,
-                 threads: int | None = None):
+    def __init__(self, model: SeqPAN, stage: str, padding: str, precision: str, cache: EngineCache, threads: int):
         check_padding(padding)
-        self.graph = GroundingGraph(model, padding).eval()
-        self.padding = padding
-        self.precision = runtime_precision(precision)
+        self.module = STAGES[stage](model, padding).eval()
+        self.stage, self.padding, self.precision, self.cache = stage, padding, precision, cache
         self.weights_hash = weights_hash(model)
-        with torch.no_grad():  # every row of the word embedding, as the graph's word_vectors input wants them
-            self.word_table = model.query_encoder.words(torch.arange(model.cfg.num_words))
-        self.cache = EngineCache(cache_dir or cache_root("openvino"))
-        self.config = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY",
-                       "INFERENCE_NUM_THREADS": threads or available_cores()}
-        self.requests: OrderedDict[tuple[int, ...], object] = OrderedDict()
+        self.config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+                       "INFERENCE_NUM_THREADS": threads}
+        self.requests: dict[tuple[int, ...], object] = {}  # shape -> infer request (bounded by the plan)
         self.status: dict[tuple[int, ...], str] = {}  # shape -> "in memory", "cached" or why it was built
+        self.loads = 0
 
     def key(self, shape: tuple[int, ...]) -> CompiledKey:
-        return CompiledKey(self.weights_hash, self.padding, shape, self.precision, openvino().__version__, cpu_name())
+        return CompiledKey(self.weights_hash, self.stage, self.padding, tuple(shape), self.precision,
+                           openvino().__version__, cpu_name())
 
-    def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
-        """Run on (video, video_len, video_index, word_ids, char_ids, noise); GroundingGraph's outputs."""
-        video, _, _, word_ids, char_ids, _ = inputs
-        feeds = (*inputs[:4], F.embedding(word_ids, self.word_table), *inputs[4:])
-        request = self.request((video.shape[0], word_ids.shape[0], video.shape[1], word_ids.shape[1], char_ids.shape[2]))
-        request.infer([t.numpy() for t in feeds], share_inputs=True)
-        return [torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in range(len(request.model_outputs))]
+    def __call__(self, shape: tuple[int, ...], *inputs: np.ndarray) -> list[np.ndarray]:
+        """The stage's outputs on `inputs` (numpy arrays of the stage's input shapes at `shape`)."""
+        request = self.request(shape)
+        request.infer(inputs, share_inputs=True)
+        return [request.get_output_tensor(i).data.copy() for i in range(len(request.model_outputs))]
 
     def request(self, shape: tuple[int, ...]):
-        """The infer request for `shape` (videos, queries, clips, words, chars)."""
+        """The infer request for `shape`."""
         if shape not in self.requests:
             self.requests[shape] = self.compiled_model(shape).create_infer_request()
-            while len(self.requests) > MAX_MODELS:
-                self.requests.popitem(last=False)
-        self.requests.move_to_end(shape)
+            self.loads += 1
         return self.requests[shape]
 
     def compiled_model(self, shape: tuple[int, ...]):
@@ -175,45 +153,76 @@ class CompiledGraphs:
         return compiled
 
     def build(self, shape: tuple[int, ...]) -> bytes:
-        """The graph compiled for `shape`, serialized."""
-        traced_key = (self.weights_hash, self.padding)
+        """The stage compiled for `shape`, serialized."""
+        traced_key = (self.weights_hash, self.stage, self.padding)
         if traced_key not in _traced:
-            _traced[traced_key] = trace(self.graph)
+            _traced[traced_key] = trace(self.module, stage_inputs(self.module.model.cfg, self.stage,
+                                                                  TRACE_SHAPES[self.stage]))
             while len(_traced) > KEEP_TRACED:
-                _traced.pop(next(iter(_traced)))
+                _traced.popitem(last=False)
+        _traced.move_to_end(traced_key)
         model = _traced[traced_key].clone()
-        model.reshape({i: list(t.shape) for i, t in enumerate(graph_inputs(self.graph.model.cfg, shape))})
+        inputs = stage_inputs(self.module.model.cfg, self.stage, shape)
+        model.reshape({i: list(t.shape) for i, t in enumerate(inputs)})
         stream = io.BytesIO()
         core().compile_model(model, "CPU", self.config).export_model(stream)
         return stream.getvalue()
 
 
-def trace(graph: GroundingGraph):
-    """`graph` as an OpenVINO model with every input dimension dynamic."""
+def trace(module: nn.Module, example: tuple[torch.Tensor, ...]):
+    """`module` as an OpenVINO model with every input dimension dynamic."""
     ov = openvino()
-    example = graph_inputs(graph.model.cfg, TRACE_SHAPE)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on Python values taken from shapes: none depend on them
-        traced = torch.jit.trace(graph, example, check_trace=False)
+        traced = torch.jit.trace(module, example, check_trace=False)
         return ov.convert_model(traced, example_input=example, input=[ov.PartialShape.dynamic(t.dim()) for t in example])
 
 
-def graph_inputs(cfg: SeqPANConfig, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
-    """GroundingGraph inputs of `shape` (videos, queries, clips, words, chars): full-length videos and
-    queries, query i on video i mod videos, zero features."""
-    videos, queries, clips, words, chars = shape
-    return (torch.zeros(videos, clips, cfg.visual_dim), torch.full((videos,), clips),
-            torch.arange(queries) % videos, torch.ones(queries, words, dtype=torch.long),
-            torch.zeros(queries, words, cfg.word_dim), torch.ones(queries, words, chars, dtype=torch.long),
-            torch.zeros(queries, clips, NUM_LABELS))
+def shape_of(stage: str, inputs: tuple[torch.Tensor, ...]) -> tuple[int, ...]:
+    """The plan shape of a stage's inputs."""
+    if stage == "video":
+        return tuple(inputs[0].shape[:2])
+    if stage == "query":
+        return tuple(inputs[1].shape)
+    return (*inputs[0].shape[:2], inputs[2].shape[1])
+
+
+class OpenVinoStep:
+    """The engine's step (isolated padding) on OpenVINO: each stage's compiled models, the word table
+    for the query stage's vectors, and the reference's span decoding."""
+
+    def __init__(self, backend: "OpenVinoSeqPAN"):
+        self.backend = backend
+        self.words = backend.word_table
+
+    def run(self, name: str, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Stage `name` on CPU tensors of a planned shape."""
+        models = self.backend.stage(name, "isolated")
+        out = models(shape_of(name, inputs), *(t.numpy() for t in inputs))
+        return tuple(torch.from_numpy(a) for a in out)
+
+    def word_vectors(self, word_ids: torch.Tensor) -> torch.Tensor:
+        return self.words[word_ids]
+
+    @staticmethod
+    def decode(start_logits: torch.Tensor, end_logits: torch.Tensor,
+               mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return decode_span(start_logits, end_logits, mask)
+
+    @property
+    def loads(self) -> int:
+        """Compiled models this step's stages have taken (from memory, disk or a compile) so far."""
+        return sum(m.loads for (_, padding), m in self.backend.stages.items() if padding == "isolated")
+
+    description = ""
 
 
 class OpenVinoSeqPAN(nn.Module):
-    """The `openvino` backend: called like SeqPAN (both padding modes), and `ground_batch` runs the
-    engine's batch (unique videos, an index per query) on bucketed shapes."""
+    """The `openvino` backend: called like SeqPAN (both padding modes, each stage at the batch's own
+    shape), and `engine_step` gives the engine its three-stage step on the plan's shapes."""
 
     def __init__(self, model: SeqPAN, precision: str = "fp32", cache_dir: str | Path | None = None,
-                 threads: int | None = None, warmup: bool | list[tuple[int, int, int, int, int]] = False):
+                 threads: int | None = None, cache_max_bytes: int | None = DEFAULT_CACHE_BYTES):
         super().__init__()
         if weights_dtype(model) != torch.float32:
             raise BackendError(f"the openvino backend compiles float32 models, got {weights_dtype(model)}")
@@ -221,59 +230,47 @@ class OpenVinoSeqPAN(nn.Module):
             raise BackendError("the openvino backend runs on CPU")
         self.model = model
         self.cfg = model.cfg
-        self.options = {"precision": precision, "cache_dir": cache_dir, "threads": threads}
-        runtime_precision(precision)  # fail now on a bad precision
-        self.graphs: dict[str, CompiledGraphs] = {}
-        if warmup:
-            self.warm_up(common_shapes(self.cfg) if warmup is True else warmup)
+        self.precision = runtime_precision(precision)  # fails now on a bad precision
+        self.threads = threads or available_cores()
+        self.cache = EngineCache(cache_dir or cache_root("openvino"), cache_max_bytes)
+        self.word_table = word_table(model)
+        self.stages: dict[tuple[str, str], StageModels] = {}
 
-    def compiled(self, padding: str) -> CompiledGraphs:
-        if padding not in self.graphs:
-            self.graphs[padding] = CompiledGraphs(self.model, padding, **self.options)
-        return self.graphs[padding]
+    def stage(self, name: str, padding: str) -> StageModels:
+        if (name, padding) not in self.stages:
+            self.stages[name, padding] = StageModels(self.model, name, padding, self.precision, self.cache,
+                                                     self.threads)
+        return self.stages[name, padding]
 
-    def ground_batch(self, video: torch.Tensor, video_len: torch.Tensor, video_index: torch.Tensor,
-                     word_ids: torch.Tensor, char_ids: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The engine's step (isolated padding): start_index, end_index, score, start_logits, end_logits
-        per query, as GroundingEngine._forward returns them."""
-        queries, videos = rows_bucket(len(video_index)), rows_bucket(len(video_len))
-        out = self.compiled("isolated")(pad_rows(video, videos), pad_rows(video_len, videos),
-                                        pad_rows(video_index, queries), pad_rows(word_ids, queries),
-                                        pad_rows(char_ids, queries), pad_rows(noise, queries))
-        start_logits, end_logits, _, start_index, end_index, score = (t[: len(video_index)] for t in out)
-        return start_index, end_index, score, start_logits, end_logits
-
-    def warm_up(self, shapes: list[tuple[int, int, int, int, int]], padding: str = "isolated") -> None:
-        """Compile (or load from the disk cache) the given (videos, queries, clips, words, chars) shapes."""
-        graphs = self.compiled(padding)
-        for shape in shapes:
-            graphs.request(tuple(shape))
+    def engine_step(self, plan: ShapePlan) -> OpenVinoStep:
+        """The engine's step on this backend."""
+        return OpenVinoStep(self)
 
     def forward(self, video: torch.Tensor, video_len: torch.Tensor, word_ids: torch.Tensor, char_ids: torch.Tensor,
                 padding: str = "isolated", gumbel_noise: torch.Tensor | None = None) -> SeqPANOutput:
-        """SeqPAN.forward: every query with its own video, at the batch's exact (cut) shape."""
+        """SeqPAN.forward: every query with its own video, each stage at the batch's exact (cut) shape."""
         check_padding(padding)
         inp = prepare_inputs(video, video_len, word_ids, char_ids, self.cfg.visual_dim)
         b, n = inp.video_mask.shape
-        noise = (torch.zeros(b, n, NUM_LABELS) if gumbel_noise is None else gumbel_noise[:, :n].float()).contiguous()
-        rows = rows_bucket(b)
-        out = self.compiled(padding)(*(pad_rows(t.contiguous(), rows) for t in (
-            inp.video.float(), inp.video_len.long(), torch.arange(b), inp.word_ids.long(), inp.char_ids.long(), noise)))
-        start_logits, end_logits, match_logits, start_index, end_index, score = (t[:b] for t in out)
-        return SeqPANOutput(start_logits, end_logits, match_logits, start_index, end_index, score, inp.video_mask)
+        query_len = inp.query_mask.sum(dim=1)
+        noise = torch.zeros(b, n, NUM_LABELS) if gumbel_noise is None else gumbel_noise[:, :n].float()
 
+        def run(name: str, *inputs: torch.Tensor) -> list[np.ndarray]:
+            inputs = tuple(t.contiguous() for t in inputs)
+            return self.stage(name, padding)(shape_of(name, inputs), *(t.numpy() for t in inputs))
 
-def common_shapes(cfg: SeqPANConfig) -> list[tuple[int, int, int, int, int]]:
-    """The shapes most single requests run at: one full-length video, one query of up to 8 or 16
-    words of up to 8 or 16 characters."""
-    clips = clip_bucket(cfg.max_pos_len, cfg.max_pos_len)
-    return [(1, 1, clips, word_bucket(words, cfg.max_pos_len), char_bucket(chars)) for words in (8, 16)
-            for chars in (8, 16)]
+        v, = run("video", inp.video.float(), inp.video_len.long())
+        q, = run("query", self.word_table[inp.word_ids.long()], inp.char_ids.long(), query_len)
+        start_logits, end_logits, match_logits = (torch.from_numpy(a) for a in run(
+            "cross", torch.from_numpy(v), inp.video_len.long(), torch.from_numpy(q), query_len, noise))
+        return SeqPANOutput(start_logits, end_logits, match_logits, *decode_span(start_logits, end_logits, inp.video_mask),
+                            inp.video_mask)
 
 
 def openvino_seqpan(model: SeqPAN, precision: str = "fp32", **options) -> OpenVinoSeqPAN:
     """The `openvino` backend for `model`. Options: `cache_dir` (default $SEQPAN_CACHE_DIR/openvino or
-    ~/.cache/seqpan/openvino), `threads` (default: the cores this process may use), `warmup` (True:
-    compile `common_shapes` now; or a list of (videos, queries, clips, words, chars) shapes)."""
+    ~/.cache/seqpan/openvino), `cache_max_bytes` (the disk cache's bound, default 1 GiB; None: no
+    bound), `threads` (default: the cores this process may use). The engine's `warm_up` compiles its
+    whole shape plan."""
     openvino()
     return OpenVinoSeqPAN(model, precision, **options)

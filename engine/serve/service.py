@@ -7,13 +7,11 @@ import threading
 from concurrent.futures import Future
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from reference.errors import SeqPANError
 
 from ..batcher import MicroBatcher
-from ..batching import length_buckets
 from ..backends import auto_backend_name
 from ..engine import GroundingEngine, resolve_device
 from ..errors import QueueFullError
@@ -55,7 +53,7 @@ class GroundingService:
                                                  allow_feature_paths=s.features_root is not None,
                                                  backend_options=backend_options)
         if s.warmup:
-            warm_up(engine)
+            engine.warm_up()  # every shape of the plan compiled: none on a request's path
         self.engine = engine
         self.batcher = MicroBatcher(_MeteredEngine(engine, self.metrics), s.max_batch, s.max_wait_ms, s.max_queue)
         self._ready.set()
@@ -120,13 +118,3 @@ class _MeteredEngine:
     def ground(self, requests: Sequence[GroundingRequest], progress=None) -> list[GroundingResult]:
         self.metrics.batch_size.observe(len(requests))
         return self.engine.ground(requests, progress)
-
-
-def warm_up(engine: GroundingEngine) -> None:
-    """Ground one short query per coarse length bucket, at batch 1 (and, on a GPU, at max_batch so
-    its CUDA graph is captured), so that the first real requests do not pay for it."""
-    sizes = (1, engine.max_batch) if engine.device.type == "cuda" else (1,)
-    for clips in length_buckets(engine.cfg.max_pos_len):
-        features = np.zeros((clips, engine.cfg.visual_dim), np.float32)
-        for size in sizes:
-            engine.ground([GroundingRequest(features, "warm up", float(clips), video_id="warm-up")] * size)

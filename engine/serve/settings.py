@@ -17,5 +17,5 @@ class ServeSettings:
     features_root: str | None = None  # feature paths are read below this folder only; None = no paths
     api_key: str | None = None  # when set, POST /v1/ground needs `Authorization: Bearer <api_key>`
     max_body_bytes: int = 16 << 20  # larger bodies are answered 413
-    warmup: bool = True  # run the common shapes once before /ready says 200
+    warmup: bool = True  # compile every shape of the engine's plan before /ready says 200
     threads: int | None = None  # CPU threads of the engine (torch's, and OpenVINO's); None = their defaults

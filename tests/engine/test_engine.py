@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from engine import GroundingEngine, GroundingRequest
+from engine.compile.openvino_backend import runtime_precision as ob_runtime_precision
 from engine.data.features import index_to_time, sample_features
 from engine.data.text import encode, pad_queries, tokenize
 from reference.model import SeqPAN
@@ -109,27 +110,17 @@ def test_shared_video_encoding_gives_identical_answers(tmp_path):
 
 
 def count_encoded_videos(engine: GroundingEngine, monkeypatch) -> list[int]:
-    """Wrap what encodes the engine's videos (until the test ends): the reference model's video
-    encoder, or a compiled backend's whole step. The returned list gets, per call, how many real
-    (non-empty) videos it encoded."""
+    """Wrap the engine's step (until the test ends): the returned list gets, per video-stage call, how
+    many videos it encoded."""
     calls: list[int] = []
-    model = engine.model
-    if hasattr(model, "ground_batch"):  # the step is compiled whole: count the videos it is given
-        step = model.ground_batch
+    run = engine.step.run
 
-        def counting_step(video, video_len, *args):
-            calls.append(int((video_len > 0).sum()))
-            return step(video, video_len, *args)
+    def counting(name, *inputs):
+        if name == "video":
+            calls.append(inputs[0].shape[0])
+        return run(name, *inputs)
 
-        monkeypatch.setattr(model, "ground_batch", counting_step)
-        return calls
-    encode = model.encode_video
-
-    def counting(video, mask, *args, **kwargs):
-        calls.append(int(mask.any(dim=1).sum()))
-        return encode(video, mask, *args, **kwargs)
-
-    monkeypatch.setattr(model, "encode_video", counting)
+    monkeypatch.setattr(engine.step, "run", counting)
     return calls
 
 
@@ -155,7 +146,7 @@ def test_shared_video_is_encoded_once_per_batch(tmp_path, monkeypatch, backend):
         encoded.clear()
         results = engine.ground(requests)
         assert all(r.error is None for r in results), name
-        assert encoded == [videos], f"{name}: encoder calls {encoded}, expected one call of {videos}"
+        assert encoded == [1] * videos, f"{name}: video-stage calls {encoded}, expected {videos} of one video each"
 
 
 def test_from_checkpoint_passes_every_option(tmp_path):
@@ -166,7 +157,7 @@ def test_from_checkpoint_passes_every_option(tmp_path):
     engine = GroundingEngine.from_checkpoint(ckpt, device="cpu", precision="bf16", backend="reference", max_batch=3)
     assert (engine.precision, engine.backend_name, engine.max_batch) == ("bf16", "reference", 3)
     default = GroundingEngine.from_checkpoint(ckpt)
-    assert default.device == resolve_device("auto") and default.max_batch == 256
+    assert default.device == resolve_device("auto") and default.max_batch == 64
     assert default.word_dict == WORD_DICT and default.char_dict == CHAR_DICT
 
 
@@ -407,4 +398,5 @@ def test_the_engine_hands_its_options_to_each_request_and_the_backend(tmp_path):
     closed = make_engine(backend="reference", allow_feature_paths=False)
     assert closed.ground([dataclasses.replace(short, features=str(tmp_path / "v.npy"))])[0].error == PATHS_REFUSED
     compiled = make_engine(backend="openvino", precision="bf16", backend_options={"threads": 1})
-    assert (compiled.model.options["precision"], compiled.model.options["threads"]) == ("bf16", 1)
+    assert compiled.model.threads == 1
+    assert compiled.model.precision == ob_runtime_precision("bf16")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 
 import numpy as np
@@ -16,6 +17,7 @@ from engine import GroundingEngine, GroundingRequest
 from engine.backends import build_backend, openvino_imports
 from engine.errors import BackendError
 from engine.parity import run_parity
+from engine.stages import stage_inputs
 from reference.ops import relative_error
 from reference.testing import random_model
 from tests.helpers import random_batch, small_config
@@ -28,7 +30,7 @@ MODEL = random_model(CFG, seed=5)
 WORDS = ["person", "opens", "the", "door", "a", "closes", "window", "sits", "on", "chair", "walks", "into", "room"]
 WORD_DICT = {"<PAD>": 0, "<UNK>": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
 CHAR_DICT = {"<PAD>": 0, "<UNK>": 1, **{c: i + 2 for i, c in enumerate("abcdefghijklmnopqrstuvwxyz")}}
-SHAPE = (1, 2, 16, 8, 8)  # (videos, queries, clips, words, chars)
+SHAPE = (2, 16, 8)  # the cross stage's (queries, clips, words)
 
 
 @pytest.mark.parametrize("padding", ["batch", "isolated"])
@@ -100,71 +102,98 @@ def test_bf16_is_as_close_as_torch_in_bf16():
         assert error > 1e-3  # it ran in bf16
 
 
-def test_rows_bucket_and_padding():
-    counts = (1, 2, 3, 5, 8, 9, 13, 32, 33, 64, 65, 100, 129, 256)
-    assert [ob.rows_bucket(n) for n in counts] == [1, 2, 3, 5, 8, 12, 16, 32, 40, 64, 80, 112, 160, 256]
-    t = torch.tensor([[1, 2], [3, 4]])
-    assert ob.pad_rows(t, 4).tolist() == [[1, 2], [3, 4], [3, 4], [3, 4]] and ob.pad_rows(t, 2) is t
-
-
 def test_cache_key_names_everything_a_compiled_model_depends_on():
-    key = ob.CompiledKey("ab" * 32, "isolated", SHAPE, "f32", "2026.4.1", "AMD EPYC [BF16 FP32]")
-    changed = {"weights_hash": "cd" * 32, "padding": "batch", "shape": (2, 2, 16, 8, 8), "precision": "bf16",
-               "runtime": "2026.5.0", "cpu": "Intel Xeon [AMX_BF16 BF16 FP32]", "graph_version": "0"}
+    key = ob.CompiledKey("ab" * 32, "cross", "isolated", SHAPE, "f32", "2026.4.1", "AMD EPYC [BF16 FP32]")
+    changed = {"weights_hash": "cd" * 32, "stage": "query", "padding": "batch", "shape": (4, 16, 8),
+               "precision": "bf16", "runtime": "2026.5.0", "cpu": "Intel Xeon [AMX_BF16 BF16 FP32]",
+               "graph_version": "0"}
     digests = {dataclasses.replace(key, **{field: value}).digest() for field, value in changed.items()}
     assert len(digests | {key.digest()}) == len(changed) + 1
     assert key.digest() == ob.CompiledKey(**dataclasses.asdict(key)).digest()  # stable across instances
 
 
-def fresh_graphs(tmp_path) -> ob.CompiledGraphs:
-    """CompiledGraphs over `tmp_path` with nothing compiled in this process's memory."""
+def fresh_stage(tmp_path, max_bytes=None) -> ob.StageModels:
+    """The cross stage's models over a disk cache in `tmp_path`, nothing compiled in this process's memory."""
     ob._compiled.clear()
-    return ob.CompiledGraphs(MODEL, "isolated", cache_dir=tmp_path)
+    return ob.StageModels(MODEL, "cross", "isolated", "f32", ob.EngineCache(tmp_path, max_bytes), 2)
 
 
-def run_shape(graphs: ob.CompiledGraphs) -> list[torch.Tensor]:
-    """One batch of SHAPE: one 16-clip video, two queries on it."""
-    batch = random_batch(CFG, [16, 16], [5, 8], seed=9, dtype=torch.float32, max_word_len=8)
-    chars = torch.nn.functional.pad(batch["char_ids"], (0, 8 - batch["char_ids"].shape[2]))
-    return graphs(batch["video"][:1], batch["video_len"][:1], torch.zeros(2, dtype=torch.long), batch["word_ids"],
-                  chars, torch.zeros(2, 16, 4))
+def run_shape(stage: ob.StageModels, shape=SHAPE) -> list[np.ndarray]:
+    """The cross stage once at `shape` (queries, clips, words) on random encodings."""
+    inputs = [t.numpy() for t in stage_inputs(CFG, "cross", shape)]
+    inputs[0] = np.random.default_rng(9).standard_normal(inputs[0].shape).astype(np.float32)
+    inputs[2] = np.random.default_rng(10).standard_normal(inputs[2].shape).astype(np.float32)
+    return stage(shape, *inputs)
 
 
 def test_disk_cache_serves_a_later_process_and_rebuilds_stale_or_corrupt_entries(tmp_path):
-    graphs = fresh_graphs(tmp_path)
-    expected = run_shape(graphs)
-    assert graphs.status[SHAPE] == "built (not cached)"
-    again = fresh_graphs(tmp_path)
+    stage = fresh_stage(tmp_path)
+    expected = run_shape(stage)
+    assert stage.status[SHAPE] == "built (not cached)"
+    again = fresh_stage(tmp_path)
     out = run_shape(again)
-    assert again.status[SHAPE] == "cached" and all(torch.equal(a, b) for a, b in zip(out, expected))
+    assert again.status[SHAPE] == "cached" and all(np.array_equal(a, b) for a, b in zip(out, expected))
     blob_path, sidecar_path = again.cache.paths(again.key(SHAPE))
 
     blob_path.write_bytes(blob_path.read_bytes()[:-10] + b"0123456789")  # corrupt
-    corrupt = fresh_graphs(tmp_path)
-    assert all(torch.equal(a, b) for a, b in zip(run_shape(corrupt), expected))
+    corrupt = fresh_stage(tmp_path)
+    assert all(np.array_equal(a, b) for a, b in zip(run_shape(corrupt), expected))
     assert corrupt.status[SHAPE].startswith("built (corrupt")
 
     sidecar = json.loads(sidecar_path.read_text())
     sidecar["key"]["runtime"] = "0.0"  # an entry written for another key under this name
     sidecar_path.write_text(json.dumps(sidecar))
-    stale = fresh_graphs(tmp_path)
-    assert all(torch.equal(a, b) for a, b in zip(run_shape(stale), expected))
+    stale = fresh_stage(tmp_path)
+    assert all(np.array_equal(a, b) for a, b in zip(run_shape(stale), expected))
     assert stale.status[SHAPE].startswith("built (stale")
 
     stale.cache.store(stale.key(SHAPE), b"not an OpenVINO model")  # a consistent entry that will not import
-    unreadable = fresh_graphs(tmp_path)
-    assert all(torch.equal(a, b) for a, b in zip(run_shape(unreadable), expected))
+    unreadable = fresh_stage(tmp_path)
+    assert all(np.array_equal(a, b) for a, b in zip(run_shape(unreadable), expected))
     assert unreadable.status[SHAPE].startswith("built (cached model did not import")
 
 
-def test_warm_up_compiles_the_common_or_given_shapes(tmp_path):
+def test_disk_cache_is_bounded_in_bytes_dropping_the_least_recently_used(tmp_path):
+    """Three shapes stored under a bound that holds two entries: the one used least recently goes; a
+    hit marks an entry used."""
+    stage = fresh_stage(tmp_path)
+    shapes = [(1, 16, 8), (2, 16, 8), (1, 32, 8)]
+    run_shape(stage, shapes[0])
+    size = stage.cache.paths(stage.key(shapes[0]))[0].stat().st_size
+    bounded = fresh_stage(tmp_path, max_bytes=int(2.5 * size))
+    run_shape(bounded, shapes[1])
+    os.utime(bounded.cache.paths(bounded.key(shapes[1]))[0], ns=(1, 1))  # shape 1: used long ago
+    run_shape(fresh_stage(tmp_path, max_bytes=int(2.5 * size)), shapes[0])  # a hit: shape 0 used now
+    run_shape(fresh_stage(tmp_path, max_bytes=int(2.5 * size)), shapes[2])
+    kept = {p.stem for p in tmp_path.glob("*.engine")}
+    assert kept == {stage.key(shapes[0]).digest(), stage.key(shapes[2]).digest()}
+    assert {p.stem for p in tmp_path.glob("*.json")} == kept
+
+
+def test_warm_up_compiles_the_whole_plan_and_nothing_runs_a_compile_after_it(tmp_path):
+    """After `warm_up`, a varied random load (1 to max_batch requests, 1 clip to past max_pos_len, 1
+    to 40 words, words up to the char limit) loads no model: every shape it needs is in the plan."""
     ob._compiled.clear()
-    common = GroundingEngine(MODEL, WORD_DICT, CHAR_DICT, device="cpu", backend_options={"warmup": True,
-                                                                                         "cache_dir": tmp_path})
-    assert set(common.model.compiled("isolated").status) == {(1, 1, 32, w, c) for w in (8, 16) for c in (8, 16)}
-    backend = build_backend("openvino", MODEL, cache_dir=tmp_path, warmup=[SHAPE, (2, 4, 32, 8, 8)])
-    assert set(backend.compiled("isolated").status) == {SHAPE, (2, 4, 32, 8, 8)}
-    assert len(list(tmp_path.glob("*.engine"))) == 6
+    engine = GroundingEngine(MODEL, WORD_DICT, CHAR_DICT, device="cpu", max_batch=8,
+                             backend_options={"cache_dir": tmp_path})
+    engine.warm_up()
+    plan = engine.plan
+    assert engine.step.loads == len(plan) == len(list(tmp_path.glob("*.engine")))
+    statuses = {name: engine.model.stage(name, "isolated").status for name in ("video", "query", "cross")}
+    assert set(statuses["video"]) == set(plan.video_shapes()) and set(statuses["query"]) == set(plan.query_shapes())
+    assert set(statuses["cross"]) == set(plan.cross_shapes())
+    rng = np.random.default_rng(3)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    for _ in range(6):
+        requests = []
+        for i in range(int(rng.integers(1, 2 * engine.max_batch))):
+            words = [WORDS[k] for k in rng.integers(len(WORDS), size=int(rng.integers(1, 41)))]
+            words[0] = "".join(rng.choice(letters, size=int(rng.integers(1, engine.limits.max_word_chars + 1))))
+            clips = int(rng.choice([1, 2, 15, 16, 17, 31, 32, 33, 70]))
+            requests.append(GroundingRequest(rng.standard_normal((clips, CFG.visual_dim)).astype(np.float32),
+                                             " ".join(words), 30.0, id=i))
+        assert all(r.error is None for r in engine.ground(requests))
+    assert engine.step.loads == len(plan)
 
 
 def test_missing_openvino_falls_back_to_the_reference_saying_so_once(monkeypatch, caplog):

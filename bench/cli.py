@@ -13,11 +13,11 @@ from .report import rows_table, where_measured
 from .runner import BACKEND_NAMES, SECTIONS, Bench, BenchOptions, default_backends, write_reports
 from .workloads import WORKLOADS
 
-QUICK = {"batch_sizes": "1,4", "repeats": 3, "warmup": 1, "precisions": "fp32", "concurrency": "1,2",
-         "requests_per_submitter": 2, "shared_batch": 8}
-CPU_BATCH_SIZES = "1,16,64,256"  # the default on CPU, where 1024 queries per call take seconds
-DEFAULTS = {"batch_sizes": "1,8,64,256,1024", "repeats": 50, "warmup": 10, "precisions": "fp32,bf16",
-            "concurrency": "1,8,32", "requests_per_submitter": 16, "shared_batch": 64}
+QUICK = {"batch_sizes": "1,4", "repeats": 3, "warmup": 1, "min_seconds": 0.0, "precisions": "fp32",
+         "concurrency": "1,2", "requests_per_submitter": 2, "shared_batch": 8}
+CPU_BATCH_SIZES = "1,16,64"  # the default on CPU, where 1024 queries per call take seconds
+DEFAULTS = {"batch_sizes": "1,8,64,256,1024", "repeats": 50, "warmup": 10, "min_seconds": 3.0,
+            "precisions": "fp32,bf16", "concurrency": "1,8,32", "requests_per_submitter": 16, "shared_batch": 64}
 
 
 def _list(text: str, what: str, choices=None, convert=str) -> list:
@@ -36,8 +36,8 @@ def options(args: argparse.Namespace) -> BenchOptions:
     """BenchOptions from the command line; raises UsageError on a bad value."""
     preset = QUICK if args.quick else DEFAULTS
     pick = {name: preset[name] if getattr(args, name, None) is None else getattr(args, name) for name in preset}
-    if pick["repeats"] < 1 or pick["warmup"] < 0:
-        raise UsageError("--repeats must be at least 1 and --warmup at least 0")
+    if pick["repeats"] < 1 or pick["warmup"] < 0 or pick["min_seconds"] < 0:
+        raise UsageError("--repeats must be at least 1, --warmup and --min-seconds at least 0")
     device = resolve_device(args.device)
     if device.type == "cpu" and not args.quick and args.batch_sizes is None:
         pick["batch_sizes"] = CPU_BATCH_SIZES
@@ -46,7 +46,7 @@ def options(args: argparse.Namespace) -> BenchOptions:
         backends=_list(args.backends, "backends", BACKEND_NAMES) if args.backends else default_backends(device),
         precisions=_list(pick["precisions"], "precisions", ENGINE_PRECISIONS),
         batch_sizes=_list(pick["batch_sizes"], "batch-sizes", convert=int),
-        device=device, repeats=pick["repeats"], warmup=pick["warmup"],
+        device=device, repeats=pick["repeats"], warmup=pick["warmup"], min_seconds=pick["min_seconds"],
         sections=_list(args.sections, "sections", SECTIONS),
         concurrency=_list(pick["concurrency"], "concurrency", convert=int),
         requests_per_submitter=pick["requests_per_submitter"], shared_batch=pick["shared_batch"],

@@ -1,11 +1,12 @@
-"""The benchmark behind `seqpan bench`: reference (eager, torch.compile) vs the engine's backends,
-in one process, on the same workload inputs, with device-resident inputs.
+"""The benchmark behind `seqpan bench`: reference (eager, torch.compile), hand exports (on CPU) and
+the engine's backends, in one process, on the same workload, each timed in its own block.
 
-A reference row times `SeqPAN.forward` on one padded batch of B queries. An engine row times the
-engine's device step (`GroundingEngine._forward`, or its CUDA-graph replay) for every batch the
-engine plans for those B queries, on the very inputs `GroundingEngine.ground` hands it.
-Tokenizing, feature sampling and batch assembly on the host are not timed there; the
-micro-batcher section measures requests end to end.
+A reference or hand-export row times one forward of one padded batch of B queries on ready id
+tensors (all a hand export can take). An `engine-*` row times what users call:
+`GroundingEngine.ground(requests)`, arrays and query strings in, results out, with the engine's
+query cache off (every query is new to it). An `engine-*-step` row times the same batches' step
+(`GroundingEngine.run_batch` on requests prepared beforehand: the three stages and their batch
+assembly, without request checks, tokenizing and planning).
 """
 from __future__ import annotations
 
@@ -28,12 +29,13 @@ from reference.model import SeqPAN
 
 from . import report
 from .onnx_peers import PEERS, peer_runner
-from .timing import environment, percentile, summarize, time_calls, time_interleaved
+from .timing import environment, percentile, summarize, time_calls
 from .workloads import NOTES, Workload, load_workload, model_inputs, random_model, requests
 
 SECTIONS = ("rows", "batcher", "shared_video")
 ENGINE_BACKENDS = tuple(f"engine-{name}" for name in [*BACKENDS, "auto"] if name != "engine")  # engine = auto
-BACKEND_NAMES = (*report.BASELINES, *ENGINE_BACKENDS)
+STEP_SUFFIX = "-step"  # engine-X-step: engine X's step alone
+BACKEND_NAMES = (*report.BASELINES, *ENGINE_BACKENDS, *(f"{name}{STEP_SUFFIX}" for name in ENGINE_BACKENDS))
 COMPILE_WARMUP = 3  # reduce-overhead compiles on the first call and records its CUDA graph on a later one
 QUERIES_PER_VIDEO = 4  # the shared-video measurement's grouping
 BATCHER = {"max_batch": 64, "max_wait_ms": 2.0}  # the micro-batcher's settings under load
@@ -44,8 +46,9 @@ def default_backends(device: torch.device) -> list[str]:
     what a CPU user would build by hand (the ONNX export on onnxruntime and OpenVINO) and the
     engine (the Triton kernels only run interpreted there)."""
     if device.type == "cuda":
-        return ["reference-eager", "reference-compile", "engine-reference", "engine-triton", "engine-auto"]
-    return ["reference-eager", "reference-compile", *PEERS, "engine-auto"]
+        return ["reference-eager", "reference-compile", "engine-reference", "engine-triton", "engine-auto",
+                "engine-auto-step"]
+    return ["reference-eager", "reference-compile", *PEERS, "engine-auto", "engine-auto-step"]
 
 
 @dataclass
@@ -57,6 +60,7 @@ class BenchOptions:
     device: torch.device
     repeats: int = 50
     warmup: int = 10
+    min_seconds: float = 3.0  # each row's block of timed calls lasts at least this long
     sections: Sequence[str] = SECTIONS
     concurrency: Sequence[int] = (1, 8, 32)
     requests_per_submitter: int = 16
@@ -75,29 +79,22 @@ def reference_forward(model, precision: str, device: torch.device) -> Callable[.
     return forward
 
 
-def engine_calls(engine: GroundingEngine, reqs: list[GroundingRequest]) -> Callable[[], object]:
-    """A zero-argument call that runs the engine's device step on every batch `engine.ground(reqs)`
-    plans, with the device-resident inputs it built (CUDA graphs captured on the way).
-
-    The step is the engine's `device_step` (a CUDA-graph replay or its forward); during one `ground`
-    call a recording wrapper stands in for it.
-    """
-    step = engine.device_step
-    calls: list[tuple[torch.Tensor, ...]] = []
-
-    def record(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        calls.append(inputs)
-        return step(*inputs)
-
-    engine.device_step = record
-    try:
-        results = engine.ground(reqs)
-    finally:
-        engine.device_step = step
-    errors = {r.error for r in results if r.error is not None}
+def engine_ground(engine: GroundingEngine, reqs: list[GroundingRequest]) -> Callable[[], object]:
+    """A zero-argument call of `engine.ground(reqs)`, checked once first: every request is served."""
+    errors = {r.error for r in engine.ground(reqs) if r.error is not None}
     if errors:
         raise RuntimeError(f"the engine refused workload requests: {sorted(errors)[:3]}")
-    return lambda: [step(*inputs) for inputs in calls]
+    return lambda: engine.ground(reqs)
+
+
+def engine_step(engine: GroundingEngine, reqs: list[GroundingRequest]) -> Callable[[], object]:
+    """A zero-argument call running the engine's step on every batch `engine.ground(reqs)` runs, on
+    the requests prepared beforehand (`GroundingEngine.batches`)."""
+    batches, refused = engine.batches(reqs)
+    if refused:
+        raise RuntimeError(f"the engine refused workload requests: {sorted(r.error for r in refused.values())[:3]}")
+    batches = [(shape, [p for _, p in members]) for shape, members in batches]
+    return lambda: [engine.run_batch(items, shape) for shape, items in batches]
 
 
 @dataclass
@@ -125,34 +122,38 @@ class Bench:
     def notes(self) -> list[str]:
         opts = self.opts
         notes = [
-            ("device-resident path: inputs are on the device before timing; reference-* rows time SeqPAN.forward "
-             "on one padded batch of B queries, engine-* rows time GroundingEngine._forward (or its CUDA-graph "
-             "replay) over every batch the engine plans for those B queries; host preparation is not timed"),
+            ("reference-* and hand-export rows time one forward on ready id tensors (on the device); engine-* "
+             "rows time GroundingEngine.ground(requests) end to end (arrays and query strings in, results out; "
+             "the engine's query cache off: every query new to it); engine-*-step rows time GroundingEngine."
+             "run_batch over the same batches, on requests prepared beforehand (the step and its batch assembly)"),
             ("workloads: real queries in file order from engine/data; synthesized N(0, 1) clip features (seeded); "
              "random weights; vocabulary built from the workload's queries"),
             ("engine rows encode each video once for all its queries in the batch (the annotations' grouping); "
              "reference rows encode every query's video"),
             ("bf16: torch.autocast(bfloat16) over fp32 weights on reference-* and engine-reference rows; "
              "bf16 weights and activations on engine-triton rows"),
-            (f"p50 = median, p99 = nearest rank, over {opts.repeats} timed calls after {opts.warmup} warm-up calls "
-             f"(at least {COMPILE_WARMUP} for reference-compile); queries/s = B / p50"),
+            (f"p50 = median, p99 = nearest rank, over at least {opts.repeats} timed calls and {opts.min_seconds:g} s "
+             f"after {opts.warmup} warm-up calls (at least {COMPILE_WARMUP} for reference-compile); "
+             "queries/s = B / p50"),
             "× baseline = baseline p50 / engine p50 at the same workload, precision and batch",
-            ("order: per workload and precision, every backend but reference-compile at each batch size, their "
-             "calls timed in turn (a, b, c, a, b, c, ...); then the batcher and shared-video sections, then "
-             "reference-compile; with --time-budget, groups that would start after it are skipped (listed)"),
+            ("order: per workload and precision, at each batch size every backend but reference-compile, each "
+             "in its own block of calls (runtimes keep worker threads spinning after a call, which would slow "
+             "whatever runs next); then the batcher and shared-video sections, then reference-compile; with "
+             "--time-budget, groups that would start after it are skipped (listed)"),
         ]
         if "reference-compile" in opts.backends:
             mode = "reduce-overhead" if opts.device.type == "cuda" else "default"
             notes.append(f"reference-compile: torch.compile(mode={mode!r}) of the reference forward, "
                          "compiled once per workload and precision; compilation happens in warm-up")
         if any(b in PEERS for b in opts.backends):
-            notes.append("onnxruntime-dynamic / openvino-dynamic: the reference's isolated forward exported whole "
-                         "with torch.onnx.export(dynamo=True) (dynamic batch, clips, words, chars), run by onnxruntime "
-                         "(fp32) or OpenVINO (INFERENCE_PRECISION_HINT f32 or bf16) on those dynamic shapes, "
-                         "torch's thread count; export and compilation untimed")
+            notes.append("onnxruntime-dynamic / openvino-dynamic / openvino-static: the reference's isolated forward "
+                         "exported whole with torch.onnx.export(dynamo=True) (dynamic batch, clips, words, chars), "
+                         "run by onnxruntime (fp32; intra-op threads = torch's, inter-op 1) or OpenVINO "
+                         "(INFERENCE_PRECISION_HINT f32 or bf16, torch's thread count) on those dynamic shapes, or "
+                         "made static at the row's exact input shapes; export and compilation untimed")
         if "engine-auto" in opts.backends and opts.device.type == "cpu":
-            notes.append("engine on CPU (openvino backend): the engine's step compiled by OpenVINO per bucket "
-                         "shape (videos, queries, clips, words, chars); compilation happens in warm-up")
+            notes.append("engine on CPU (openvino backend): the three stages compiled by OpenVINO at the shapes of "
+                         "the engine's plan the rows use, in the untimed first calls")
         return notes + [NOTES[w] for w in opts.workloads if w in NOTES]
 
     def log(self, line: str) -> None:
@@ -234,16 +235,18 @@ class Bench:
                 inputs = model_inputs(workload, records, *vocab, opts.device)
                 return lambda: forward(*inputs)
             return prepare, warmup
-        engine = GroundingEngine(model, *vocab, device=opts.device, precision=precision,
-                                 backend=backend.removeprefix("engine-"), max_batch=max(opts.batch_sizes))
+        name = backend.removeprefix("engine-").removesuffix(STEP_SUFFIX)
+        engine = GroundingEngine(model, *vocab, device=opts.device, precision=precision, backend=name,
+                                 max_batch=max(opts.batch_sizes), query_cache=0)
         note = f"engine-auto runs the {engine.backend_name} backend here"
-        if backend == "engine-auto" and note not in self.results["env"]["notes"]:
+        if name == "auto" and note not in self.results["env"]["notes"]:
             self.results["env"]["notes"].append(note)
-        return (lambda records: engine_calls(engine, requests(workload, records))), opts.warmup
+        timed = engine_step if backend.endswith(STEP_SUFFIX) else engine_ground
+        return (lambda records: timed(engine, requests(workload, records))), opts.warmup
 
     def time_backends(self, subject: Subject, precision: str, backends: Sequence[str]) -> None:
-        """Rows of `backends` at every batch size, their calls timed in turn on the same inputs; a
-        backend that cannot be built is skipped (noted) and the others go on."""
+        """Rows of `backends` at every batch size on the same workload records, each backend timed in
+        its own block; a backend that cannot be built is skipped (noted) and the others go on."""
         workload = subject.workload
         runners = {}
         for backend in backends:
@@ -253,12 +256,12 @@ class Bench:
                 self.skip(f"{workload.name} {precision} {backend}", f"{type(err).__name__}: {err}")
         if not runners:
             return
-        warmup = max(w for _, w in runners.values())
         for batch in self.opts.batch_sizes:
             records = workload.take(batch)
-            calls = {backend: prepare(records) for backend, (prepare, _) in runners.items()}
-            times = time_interleaved(calls, self.opts.device, warmup, self.opts.repeats)
-            for backend in calls:
+            times = {backend: time_calls(prepare(records), self.opts.device, warmup, self.opts.repeats,
+                                         min_seconds=self.opts.min_seconds)
+                     for backend, (prepare, warmup) in runners.items()}
+            for backend in times:
                 row = {"workload": workload.name, "backend": backend, "precision": precision, "batch": batch,
                        "n_clips": workload.n_clips,
                        "n_words": max(min(len(r.words), workload.n_clips) for r in records),
@@ -296,7 +299,8 @@ class Bench:
         separate = [dataclasses.replace(r, video_id=f"{r.video_id}/{i}") for i, r in enumerate(shared)]
         entries = []
         for is_shared, reqs in ((True, shared), (False, separate)):
-            times = time_calls(engine_calls(engine, reqs), self.opts.device, self.opts.warmup, self.opts.repeats)
+            times = time_calls(engine_step(engine, reqs), self.opts.device, self.opts.warmup, self.opts.repeats,
+                               min_seconds=self.opts.min_seconds)
             cache: dict = {}  # the videos the engine encodes: its own sharing keys, not the request ids
             videos = len({engine.prepare(r, cache).video_key for r in reqs})
             entries.append({"workload": workload.name, "backend": "engine-auto", "precision": engine.precision,

@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from bench.runner import engine_calls, reference_forward
+from bench.runner import engine_ground, reference_forward
 from bench.workloads import model_inputs, requests
 from engine import GroundingEngine
 
@@ -76,7 +76,7 @@ def test_forward_engine(case, timed, backend):
                              backend=backend, max_batch=case.batch)
     records = case.workload.take(case.batch)
     reqs = requests(case.workload, records)
-    timed(engine_calls(engine, reqs))
+    timed(engine_ground(engine, reqs))
     got = [(r.start_index, r.end_index, r.score) for r in engine.ground(reqs)]
     check_answers(got, answers_alone(case, records), case.precision, case.workload.n_clips)
 

@@ -19,14 +19,18 @@ def sync(device: torch.device) -> None:
 
 
 def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int,
-               calls_per_sample: int = 1) -> list[float]:
-    """Milliseconds per call of `repeats` samples, each timing `calls_per_sample` back-to-back calls
-    of `fn` (their mean), after `warmup` untimed calls.
+               calls_per_sample: int = 1, min_seconds: float = 0.0) -> list[float]:
+    """Milliseconds per call of at least `repeats` samples (more until `min_seconds` have passed),
+    each timing `calls_per_sample` back-to-back calls of `fn` (their mean), after `warmup` untimed calls.
 
     On a GPU each sample is bracketed by CUDA events (device time from the first to the last
     kernel it enqueues, host stalls inside included); on CPU by perf_counter.
     """
-    return time_interleaved({"fn": fn}, device, warmup, repeats, calls_per_sample)["fn"]
+    samples = time_interleaved({"fn": fn}, device, warmup, repeats, calls_per_sample)["fn"]
+    began = time.perf_counter()
+    while time.perf_counter() - began < min_seconds - sum(samples) / 1e3:
+        samples += time_interleaved({"fn": fn}, device, 0, max(repeats // 4, 1), calls_per_sample)["fn"]
+    return samples
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int,

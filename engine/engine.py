@@ -163,25 +163,35 @@ class GroundingEngine:
         """Ground every request; a request that cannot be served gets a result with `error` set, and
         whatever one request holds never fails another."""
         results: list[GroundingResult | None] = [None] * len(requests)
+        batches, refused = self.batches(requests)
+        for i, result in refused.items():
+            results[i] = result
+            if progress:
+                progress(1)
+        for shape, members in batches:
+            for (i, _), result in zip(members, self.run_isolating([p for _, p in members], shape)):
+                result.id = requests[i].id
+                results[i] = result
+            if progress:
+                progress(len(members))
+        return results  # type: ignore[return-value]
+
+    def batches(self, requests: Sequence[GroundingRequest]) -> tuple[list[tuple[Shape, list[tuple[int, Prepared]]]],
+                                                                       dict[int, GroundingResult]]:
+        """Every request prepared and planned: the batches `ground` runs (each a shape and its
+        (request index, prepared request) members, at most max_batch) and the results of the
+        requests that were refused, by index."""
         prepared: dict[int, Prepared] = {}
+        refused: dict[int, GroundingResult] = {}
         cache: dict[Hashable, torch.Tensor] = {}
         for i, request in enumerate(requests):
             try:
                 prepared[i] = self.prepare(request, cache)
             except Exception as err:  # noqa: BLE001 - a request's failure is its own result
-                results[i] = GroundingResult(getattr(request, "id", None), error=error_message(err))
-                if progress:
-                    progress(1)
+                refused[i] = GroundingResult(getattr(request, "id", None), error=error_message(err))
         order = list(prepared)
         plan = plan_batches([(prepared[i].shape, prepared[i].video_key) for i in order], self.max_batch)
-        for shape, members in plan:
-            idx = [order[k] for k in members]
-            for i, result in zip(idx, self.run_isolating([prepared[i] for i in idx], shape)):
-                result.id = requests[i].id
-                results[i] = result
-            if progress:
-                progress(len(idx))
-        return results  # type: ignore[return-value]
+        return [(shape, [(order[k], prepared[order[k]]) for k in members]) for shape, members in plan], refused
 
     def run_isolating(self, items: Sequence[Prepared], shape: Shape) -> list[GroundingResult]:
         """`run_batch`, retrying the halves of a batch that fails, so that only a request that fails
@@ -196,32 +206,30 @@ class GroundingEngine:
 
     def run_batch(self, items: Sequence[Prepared], shape: Shape) -> list[GroundingResult]:
         """One batch at `shape`: each video encoded once, each query text encoded once (then kept), the
-        cross stage in chunks of the plan's batch sizes."""
+        cross stage in chunks of the plan's batch sizes. Host-side arrays are built with numpy (torch's
+        thread pool would fight the runtime's for the cores)."""
         b, n, m = len(items), shape.clips, shape.words
         videos: dict[Hashable, torch.Tensor] = {}
         for p in items:
             if p.video_key not in videos:
                 videos[p.video_key] = self.encode_video(p.features, n)
-        v = torch.cat([videos[p.video_key] for p in items])
-        q = torch.zeros(b, m, v.shape[2], dtype=v.dtype, device=v.device)
-        for i, p in enumerate(items):
-            encoded = self.encode_query(p.query)
-            q[i, : encoded.shape[1]] = encoded[0]
-        video_len = torch.tensor([p.features.shape[0] for p in items])
-        query_len = torch.tensor([p.query.length for p in items])
-        noise = torch.zeros(b, n, NUM_LABELS)
+        v = cat_rows([videos[p.video_key] for p in items])
+        q = pad_queries([self.encode_query(p.query) for p in items], m)
+        video_len = torch.from_numpy(np.array([p.features.shape[0] for p in items]))
+        query_len = torch.from_numpy(np.array([p.query.length for p in items]))
+        noise = np.zeros((b, n, NUM_LABELS), np.float32)
         for i, p in enumerate(items):
             if p.noise is not None:
-                noise[i, : p.noise.shape[0]] = p.noise
-        video_len_d, query_len_d, noise_d = (t.to(self.device, non_blocking=True) for t in (video_len, query_len, noise))
+                noise[i, : p.noise.shape[0]] = p.noise.numpy()
+        video_len_d, query_len_d, noise_d = (t.to(self.device) for t in (video_len, query_len, torch.from_numpy(noise)))
         logits, done = [], 0
         for size in self.plan.chunks(b):
             rows = slice(done, min(done + size, b))
             inputs = (v[rows], video_len_d[rows], q[rows], query_len_d[rows], noise_d[rows])
             logits.append(self.step.run("cross", *(pad_rows(t, size) for t in inputs))[:2])
             done += size
-        start_logits = torch.cat([s for s, _ in logits])[:b]
-        end_logits = torch.cat([e for _, e in logits])[:b]
+        start_logits = cat_rows([s for s, _ in logits])[:b]
+        end_logits = cat_rows([e for _, e in logits])[:b]
         decoded = self.step.decode(start_logits, end_logits, length_mask(video_len_d, n))
         start, end, score = (t.cpu() for t in decoded)
         start_logits, end_logits = start_logits.float().cpu(), end_logits.float().cpu()
@@ -245,16 +253,17 @@ class GroundingEngine:
 
     def encode_video(self, features: torch.Tensor, clips: int) -> torch.Tensor:
         """The video stage on one video's features, padded to `clips`: [1, clips, dim]."""
-        video = torch.zeros(1, clips, self.cfg.visual_dim)
-        video[0, : features.shape[0]] = features
-        length = torch.tensor([features.shape[0]])
-        return self.step.run("video", video.to(self.device), length.to(self.device))[0]
+        video = np.zeros((1, clips, self.cfg.visual_dim), np.float32)
+        video[0, : features.shape[0]] = features.numpy()
+        length = torch.from_numpy(np.array([features.shape[0]]))
+        return self.step.run("video", torch.from_numpy(video).to(self.device), length.to(self.device))[0]
 
     def encode_query(self, tokens: QueryTokens) -> torch.Tensor:
         """The query stage on one query's tokens: [1, words bucket, dim], kept per text."""
         encoded = self.encoded_queries.get(tokens.text)
         if encoded is None:
-            inputs = (self.step.word_vectors(tokens.word_ids[None]), tokens.char_ids[None], torch.tensor([tokens.length]))
+            inputs = (self.step.word_vectors(tokens.word_ids[None]), tokens.char_ids[None],
+                      torch.from_numpy(np.array([tokens.length])))
             encoded = self.encoded_queries.put(tokens.text, self.step.run("query", *(t.to(self.device) for t in inputs))[0])
         return encoded
 
@@ -264,10 +273,31 @@ class GroundingEngine:
         return {"start": float(t0), "end": float(t1), "start_index": s, "end_index": e, "score": score}
 
 
+def cat_rows(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """torch.cat along rows; with numpy on the CPU."""
+    if tensors[0].device.type != "cpu":
+        return torch.cat(list(tensors))
+    return torch.from_numpy(np.concatenate([t.numpy() for t in tensors]))
+
+
 def pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
     """`t` grown to `rows` rows by repeating its last row (rows never interact: no answer changes)."""
     extra = rows - t.shape[0]
-    return t if extra == 0 else torch.cat([t, t[-1:].expand(extra, *t.shape[1:])])
+    return t if extra == 0 else cat_rows([t, t[-1:].expand(extra, *t.shape[1:])])
+
+
+def pad_queries(encoded: Sequence[torch.Tensor], words: int) -> torch.Tensor:
+    """Encoded queries [1, M_i, dim] as one [B, words, dim] batch, zeros past each query's words."""
+    first = encoded[0]
+    if first.device.type != "cpu":
+        out = torch.zeros(len(encoded), words, first.shape[2], dtype=first.dtype, device=first.device)
+        for i, e in enumerate(encoded):
+            out[i, : e.shape[1]] = e[0]
+        return out
+    array = np.zeros((len(encoded), words, first.shape[2]), dtype=first.numpy().dtype)
+    for i, e in enumerate(encoded):
+        array[i, : e.shape[1]] = e[0].numpy()
+    return torch.from_numpy(array)
 
 
 def error_message(err: Exception) -> str:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench.report import cpu_table, headline_table, plot_latency, render_markdown, rows_table, speedups
-from bench.runner import Bench, BenchOptions, engine_calls
+from bench.runner import Bench, BenchOptions, engine_ground, engine_step
 from bench.workloads import load_workload, model_inputs, random_model, requests
 from engine import GroundingEngine
 from engine.backends import BACKENDS, BackendError
@@ -199,7 +199,7 @@ def test_activitynet_workload_holds_val_1_in_file_order():
     assert sum(len(r.words) for r in head) / len(head) > 10  # longer than Charades' queries
 
 
-def test_inputs_share_videos_and_engine_calls_time_what_ground_runs():
+def test_inputs_share_videos_and_engine_rows_time_what_ground_runs():
     workload = load_workload("charades")
     records = workload.take(5)
     assert len({r.vid for r in records}) < 5  # Charades lists a video's queries together
@@ -212,12 +212,11 @@ def test_inputs_share_videos_and_engine_calls_time_what_ground_runs():
 
     model = random_model(workload)
     engine = GroundingEngine(model, *workload.vocab(), device="cpu", precision="fp32", backend="reference")
-    step_outputs = engine_calls(engine, reqs)()
-    expected = engine.ground(reqs)
-    starts = [int(i) for start, *_ in step_outputs for i in start]
-    assert sorted(starts) == sorted(r.start_index for r in expected)
-    assert sum(len(start) for start, *_ in step_outputs) == len(reqs)
-    assert "_forward" not in vars(engine)  # the recorder is gone again
+    step_outputs = [r for batch in engine_step(engine, reqs)() for r in batch]
+    expected = engine_ground(engine, reqs)()
+    assert len(step_outputs) == len(reqs) and all(r.error is None for r in expected)
+    assert sorted((r.start_index, r.end_index, r.score) for r in step_outputs) == \
+        sorted((r.start_index, r.end_index, r.score) for r in expected)
 
 
 @pytest.mark.parametrize("args, message", [

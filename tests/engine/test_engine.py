@@ -248,7 +248,7 @@ def test_engine_on_gpu_with_cuda_graphs_matches_cpu(backend, precision):
                 for clips in (1, 7, 33, 64, 90, 64)]
     ref = GroundingEngine(model, WORD_DICT, CHAR_DICT, device="cpu", backend="reference").ground(requests)
     engine = GroundingEngine(model, WORD_DICT, CHAR_DICT, device="cuda", backend=backend, precision=precision)
-    assert engine.graphs is not None
+    assert engine.step.graphs is not None
     tolerance = PRECISIONS[precision].tolerance
     for _ in range(2):  # capture, then replay
         got = engine.ground(requests)
@@ -259,6 +259,37 @@ def test_engine_on_gpu_with_cuda_graphs_matches_cpu(backend, precision):
                 runner_up = r.moments[1]  # the fp32 model's next most probable span
                 assert (g.start_index, g.end_index) == (runner_up["start_index"], runner_up["end_index"]), g.id
                 assert runner_up["score"] >= (1 - 2 * tolerance) * r.score, f"request {g.id}: not a near-tie"
+
+
+def test_cuda_graphs_are_captured_at_plan_shapes_only(monkeypatch):
+    """With graphs on (here on CPU, the capture stood in by a plain call), every stage runs only at the
+    shapes of the engine's plan, one graph each, however varied the load; answers stay the reference's."""
+    import engine.cuda_graphs as cuda_graphs
+
+    class PlainCall:  # a "graph" that calls its function: the shapes it is made for are what is checked
+        def __init__(self, fn, inputs, warmup, pool):
+            self.fn, self.memory_bytes = fn, 0
+
+        def __call__(self, *inputs):
+            return self.fn(*inputs)
+
+    monkeypatch.setattr(cuda_graphs, "CapturedGraph", PlainCall)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", object)
+    engine = make_engine(backend="reference", cuda_graphs=True, max_batch=8)
+    plain = make_engine(backend="reference", max_batch=8)
+    requests = random_requests(40, seed=21)
+    assert [r.to_json() for r in engine.ground(requests)] == [r.to_json() for r in plain.ground(requests)]
+    plan, graphs = engine.plan, engine.step.graphs
+    shapes = {"video": plan.video_shapes(), "query": plan.query_shapes(), "cross": plan.cross_shapes()}
+    for name, cache in graphs.items():
+        assert len(cache) > 0 and cache.max_graphs == len(shapes[name])
+        first_input_shapes = {key[0][0] for key in cache.graphs}
+        if name == "video":
+            assert first_input_shapes <= {(1, n, CFG.visual_dim) for _, n in shapes["video"]}
+        elif name == "query":
+            assert {key[1][0] for key in cache.graphs} <= {s for s in shapes["query"]}
+        else:
+            assert first_input_shapes <= {(b, n, CFG.dim) for b, n, _ in shapes["cross"]}
 
 
 def test_a_batch_that_fails_is_narrowed_to_the_request_at_fault(monkeypatch):

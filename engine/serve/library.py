@@ -7,6 +7,7 @@ import os
 import queue
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +66,7 @@ class Extraction:
     features: np.ndarray | None = None
     duration: float | None = None
     error: str | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    finished: Future = field(default_factory=Future)  # done (with None) once ready or failed: await it
 
     @property
     def progress(self) -> float:
@@ -79,7 +80,7 @@ class Extraction:
 
 
 class VideoLibrary:
-    """The video files of `folder`, named relative to it; `features(name)` extracts (once) with I3D
+    """The video files of `folder`, named relative to it; `start(name)` extracts (once) with I3D
     weights `i3d` under `preset`, as `seqpan extract-features` does. The `max_videos` most recently
     extracted videos are kept (a file that changes is extracted again)."""
 
@@ -133,15 +134,6 @@ class VideoLibrary:
             self.jobs.move_to_end(key)
             return job
 
-    def features(self, name: object) -> tuple[np.ndarray, float]:
-        """([T, 1024] features, duration in seconds) of video `name`, extracted first if need be (blocks);
-        VideoRefused, or a SeqPANError naming the video as given when it cannot be used."""
-        job = self.start(name)
-        job.done.wait()
-        if job.error is not None:
-            raise SeqPANError(job.error)
-        return job.features, job.duration
-
     def _duration(self, key: tuple, real: str) -> float | None:
         if key not in self.durations:
             from ..video.decode import probe
@@ -153,7 +145,7 @@ class VideoLibrary:
         return self.durations[key]
 
     def _evict(self) -> None:
-        finished = [k for k, j in self.jobs.items() if j.done.is_set()]
+        finished = [k for k, j in self.jobs.items() if j.finished.done()]
         for key in finished[:max(0, len(self.jobs) - self.max_videos)]:
             del self.jobs[key]
 
@@ -178,7 +170,7 @@ class VideoLibrary:
             message = str(err) if isinstance(err, (SeqPANError, OSError)) else "feature extraction failed"
             job.error, job.status = message.replace(job.real, job.name), "failed"
         finally:
-            job.done.set()
+            job.finished.set_result(None)
 
 
 def _file_key(real: str) -> tuple:

@@ -80,11 +80,14 @@ class Page:
 
     async def _with_features(self, request: GroundingRequest) -> GroundingRequest | GroundingResult:
         try:
-            features, duration = await asyncio.to_thread(self.library.features, str(request.video))
-        except SeqPANError as err:
+            job = await asyncio.to_thread(self.library.start, str(request.video))
+        except VideoRefused as err:
             return GroundingResult(request.id, error=str(err))
-        return dataclasses.replace(request, features=features, video=None,
-                                   duration=duration if request.duration is None else request.duration)
+        await asyncio.wrap_future(job.finished)  # no thread waits for an extraction
+        if job.error is not None:
+            return GroundingResult(request.id, error=job.error)
+        return dataclasses.replace(request, features=job.features, video=None,
+                                   duration=job.duration if request.duration is None else request.duration)
 
     # -- routes ------------------------------------------------------------------------------------
     async def index(self, request: Request) -> Response:

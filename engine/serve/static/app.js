@@ -96,7 +96,8 @@ function select(value) {
   $("duration-box").hidden = isVideo;
   if (isVideo) {
     player.src = current.url;
-    extraction(current);  // start extracting now, so that grounding does not wait as long
+    const video = current;  // start extracting now, so that grounding does not wait as long
+    extraction(video).catch((err) => { if (current === video) showError(err.message); });
   } else {
     player.removeAttribute("src");
     player.load();

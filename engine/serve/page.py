@@ -130,7 +130,7 @@ class Page:
             return json_response(404, {"error": VIDEO_REFUSED})
         size = f.seek(0, 2)
         return file_response(f, real, size, request.headers.get("range"),
-                             {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+                             {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}, request.method == "HEAD")
 
     async def extract(self, request: Request) -> Response:
         try:

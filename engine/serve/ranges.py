@@ -35,9 +35,9 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def file_response(f: BinaryIO, name: str, size: int, range_header: str | None,
-                  headers: dict[str, str] | None = None) -> Response:
+                  headers: dict[str, str] | None = None, head: bool = False) -> Response:
     """Streams the open file `f` (closed when done): 200 whole, 206 for a satisfiable range, 416 for
-    one past the end; the media type guessed from `name`."""
+    one past the end; the media type guessed from `name`; `head`: the headers alone."""
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     headers = {"Accept-Ranges": "bytes", **(headers or {})}
     try:
@@ -49,6 +49,10 @@ def file_response(f: BinaryIO, name: str, size: int, range_header: str | None,
     if wanted is not None:
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
     headers["Content-Length"] = str(last - first + 1)
+    status = 206 if wanted is not None else 200
+    if head:
+        f.close()
+        return Response(b"", status, headers, media_type)
 
     def chunks():
         with f:
@@ -61,4 +65,4 @@ def file_response(f: BinaryIO, name: str, size: int, range_header: str | None,
                 left -= len(data)
                 yield data
 
-    return StreamingResponse(chunks(), 206 if wanted is not None else 200, headers, media_type)
+    return StreamingResponse(chunks(), status, headers, media_type)

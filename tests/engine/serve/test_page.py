@@ -83,6 +83,8 @@ def test_a_video_is_served_whole_and_by_ranges(server, page_files):
     assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{len(data)}"
     several = httpx.get(url, headers={"Range": "bytes=0-1,5-6"}, timeout=30)  # ignored: the whole file
     assert several.status_code == 200 and several.content == data
+    head = httpx.head(url, headers={"Range": "bytes=10-19"}, timeout=30)
+    assert (head.status_code, head.headers["content-length"], head.content) == (206, "10", b"")
 
 
 def test_every_refused_video_path_gets_one_message_on_every_route(server, page_files):

@@ -87,6 +87,9 @@ def check_page_args(args: argparse.Namespace) -> None:
         if not Path(args.i3d).is_file():
             raise UsageError(f"--i3d weights not found: {args.i3d}")
         load_video_package()
+        from ..video.weights import load_i3d
+
+        load_i3d(args.i3d)  # weights that do not load are said now, not at the first video
     if args.durations is not None:
         if args.features_root is None:
             raise UsageError("--durations needs --features-root (it gives the durations of those features)")

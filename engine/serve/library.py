@@ -3,6 +3,7 @@ videos folder, every name confined to its folder; a video's I3D features are ext
 background, one video at a time, with progress, and kept for its later queries."""
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -18,6 +19,7 @@ from reference.errors import SeqPANError
 from ..data.features import resolve_feature_path
 from ..video.files import VIDEO_SUFFIXES
 
+log = logging.getLogger("seqpan.serve")
 MAX_LISTED = 2000  # entries of each kind in a listing; more are cut (and the listing says so)
 VIDEO_REFUSED = "video path refused: give the name of a video listed by GET /v1/videos"
 
@@ -166,7 +168,9 @@ class VideoLibrary:
                 self.extractor = make_extractor(self.i3d, self.preset, device=self.device)
             self.extractor.on_frame = lambda: setattr(job, "frames", job.frames + 1)
             job.features, job.duration, job.status = self.extractor.extract(job.real), info.duration, "ready"
-        except Exception as err:  # a video that cannot be used (or weights that do not load): its error
+        except Exception as err:  # a video that cannot be used: its error, naming it as the client did
+            if not isinstance(err, (SeqPANError, OSError)):  # a bug: the log gets the traceback
+                log.exception("extracting the features of %s failed", job.real)
             message = str(err) if isinstance(err, (SeqPANError, OSError)) else "feature extraction failed"
             job.error, job.status = message.replace(job.real, job.name), "failed"
         finally:

@@ -188,6 +188,7 @@ def test_with_a_key_every_page_route_of_the_api_needs_it(page_files):
     (["--i3d", "{i3d}"], "--videos and --i3d go together"),
     (["--videos", "{videos}/clip.mp4", "--i3d", "{i3d}"], "--videos is not a folder"),
     (["--videos", "{videos}", "--i3d", "{videos}/absent.pt"], "--i3d weights not found"),
+    (["--videos", "{videos}", "--i3d", "{videos}/notes.txt"], "notes.txt: not a PyTorch state dict"),
     (["--durations", "{durations}"], "--durations needs --features-root"),
     (["--features-root", "{root}", "--durations", "{videos}/notes.txt"], "notes.txt"),
 ])

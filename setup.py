@@ -11,7 +11,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["reference", "reference.*", "kernels", "kernels.*", "engine", "engine.*",
                                     "bench", "bench.*"]),
-    package_data={"engine.data": ["annotations/*"]},
+    package_data={"engine.data": ["annotations/*"], "engine.serve": ["static/*"]},  # the web page
     # torch is deliberately unpinned from above so that an existing CUDA build is kept; CPU-only
     # machines should install the CPU wheel first (see README: `pip install torch==2.13.0`).
     install_requires=["torch>=2.4", "numpy>=1.24", "safetensors>=0.4", "tqdm>=4.60",
@@ -23,7 +23,7 @@ setup(
         "serve": SERVE,
         "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-timeout>=2.3", "hypothesis>=6.100", "triton>=3.0",
                  "onnx>=1.16", "onnxscript>=0.1", "onnxruntime>=1.18", "av>=18", "opencv-python-headless>=4.8",
-                 *SERVE],
+                 *SERVE, "playwright>=1.40", "matplotlib>=3.7"],  # the page: Debian chromium; ground --plot
         "bench": ["pytest-benchmark>=4", "matplotlib>=3.7"],
         "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
         "mutation": ["mutmut==3.8.1"],  # tests/mutation/run.py (not run in CI)

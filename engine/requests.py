@@ -24,7 +24,7 @@ from .limits import Limits
 
 DEFAULT_LIMITS = Limits()
 PATHS_REFUSED = "features must be given inline (an array or a nested list of numbers): this engine reads no paths"
-JSON_FIELDS = ("features", "query", "duration")  # required; optional: id, video_id, seed
+JSON_FIELDS = ("features", "query", "duration")  # required; optional: id, video_id, seed, top_k, nms
 MAX_SEED = 2**64
 
 @dataclass
@@ -168,7 +168,8 @@ def request_from_json(obj: Any, base: Path | None = None, default_id: Any = None
                       limits: Limits = DEFAULT_LIMITS) -> GroundingRequest:
     """A request from one parsed JSON object: `features` (a `.npy` path, or a [T][D] list of
     numbers) or `video` (a video file, for an engine with a video source; `duration` then optional),
-    `query`, `duration`, and optional `id` (default `default_id`), `video_id`, `seed`. A relative
+    `query`, `duration`, and optional `id` (default `default_id`), `video_id`, `seed`, `top_k` (moments
+    to return, default 1) and `nms` (their overlap IoU, default none). A relative
     path is read from `base` when that is given. Unknown fields are ignored. Raises RequestError
     naming the first thing wrong; the features themselves are checked by the engine."""
     if not isinstance(obj, dict):
@@ -186,10 +187,11 @@ def request_from_json(obj: Any, base: Path | None = None, default_id: Any = None
     elif not isinstance(features, list):
         raise RequestError("features must be a path to a .npy file or a [T, D] list of numbers")
     duration = obj.get("duration")
+    top_k, nms = check_top_k(obj.get("top_k", 1), obj.get("nms"), limits)
     return GroundingRequest(features, check_query(obj["query"], limits),
                             None if video is not None and duration is None else check_duration(duration, limits),
                             video_id=check_video_id(obj.get("video_id")), id=check_id(obj.get("id", default_id)),
-                            seed=check_seed(obj.get("seed")), video=video)
+                            seed=check_seed(obj.get("seed")), video=video, top_k=top_k, nms=nms)
 
 
 def _from_base(path_text: str, base: Path | None) -> Path:

@@ -13,10 +13,9 @@ from reference.precision import PRECISIONS
 
 from ..errors import UsageError
 from ..io.atomic import write_atomically
+from ..video.files import VIDEO_SUFFIXES
 from ..video.presets import FRAME_MODES, PRESETS
 from .options import positive_int
-
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

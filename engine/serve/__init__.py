@@ -9,4 +9,7 @@ readiness and Prometheus metrics, and the same API scaled out over Ray Serve rep
     app.py        build_app: the ASGI routes (/v1/ground, /health, /ready, /metrics)
     runner.py     run_one_process: uvicorn on a bound socket; SIGTERM/Ctrl-C drain, then exit 0
     ray_app.py    run_on_ray: the same app as a Ray Serve deployment with N replicas
+    page.py       Page: the web page at / (static/) and its API routes (/v1/videos...), video entries of /v1/ground
+    library.py    what the page can ground: features and videos listed, confined, videos' features extracted once
+    ranges.py     HTTP range requests on a file (the page's video player)
 """

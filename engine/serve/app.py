@@ -1,4 +1,4 @@
-"""The HTTP API as an ASGI app: POST /v1/ground, GET /health, /ready, /metrics."""
+"""The HTTP API as an ASGI app: POST /v1/ground, GET /health, /ready, /metrics (and the page's routes, page.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from ..errors import QueueFullError
 from .guards import Refusal, check_bearer, read_body
+from .page import Page
 from .parsing import BodyError, parse_body
 from .service import GroundingService
 
@@ -26,6 +27,7 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
     Starting the app starts loading the model in the background; stopping it drains the batcher."""
     settings, metrics = service.settings, service.metrics
     extra_headers = {"X-SeqPAN-Replica": replica} if replica is not None else {}
+    page = Page(settings)  # the web page at / and the routes it needs; serves `video` entries
 
     def respond(route: str, status: int, payload=None, headers=None, body: bytes | None = None,
                 media_type: str = "application/json") -> Response:
@@ -46,7 +48,7 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
             entries = await asyncio.to_thread(parse_body, body, service.engine.limits)
             if len(entries) > settings.max_queue:
                 raise Refusal(413, f"{len(entries)} requests in one body; at most {settings.max_queue}", "too_large")
-            results = await service.ground(entries)
+            results = await service.ground(await page.resolve_videos(entries))
             payload = {"results": [r.to_json() for r in results]}
             response = respond("/v1/ground", 200, payload)
             metrics.latency.observe(time.perf_counter() - started)
@@ -87,5 +89,5 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
         await asyncio.to_thread(service.close)
 
     routes = [Route("/v1/ground", ground, methods=["POST"]), Route("/health", health, methods=["GET"]),
-              Route("/ready", ready, methods=["GET"]), Route("/metrics", metrics_text, methods=["GET"])]
+              Route("/ready", ready, methods=["GET"]), Route("/metrics", metrics_text, methods=["GET"]), *page.routes]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -19,3 +19,7 @@ class ServeSettings:
     max_body_bytes: int = 16 << 20  # larger bodies are answered 413
     warmup: bool = True  # compile every shape of the engine's plan before /ready says 200
     threads: int | None = None  # CPU threads of the engine (torch's, and OpenVINO's); None = their defaults
+    videos: str | None = None  # the page's folder of video files (their names confined to it); needs i3d
+    i3d: str | None = None  # I3D weights that the videos' features are extracted with
+    preset: str = "charades"  # how they are extracted (the checkpoint's dataset)
+    durations: str | None = None  # {video id: seconds} of the features under features_root, for the page

@@ -443,3 +443,20 @@ def test_the_clip_bucket_is_the_videos_and_limits_reach_the_duration_check():
     assert prepare_request(short, CFG, WORD_DICT, CHAR_DICT, {}).shape.clips == clip_bucket(3, CFG.max_pos_len) < 32
     with pytest.raises(RequestError, match="limit of 5 s"):
         prepare_request(short, CFG, WORD_DICT, CHAR_DICT, {}, limits=Limits(max_duration=5.0))
+
+
+def test_json_requests_carry_top_k_and_nms():
+    from engine.requests import request_from_json
+
+    base = {"features": [[0.0] * CFG.visual_dim], "query": "door", "duration": 3}
+    plain = request_from_json(base)
+    assert (plain.top_k, plain.nms) == (1, None)
+    asked = request_from_json({**base, "top_k": 7, "nms": 0.25})
+    assert (asked.top_k, asked.nms) == (7, 0.25)
+    for field, value, message in (("top_k", 0, "top_k must be an integer of at least 1, got 0"),
+                                  ("top_k", True, "top_k must be an integer"), ("top_k", "3", "top_k must be"),
+                                  ("top_k", 2.0, "top_k must be"), ("top_k", 101, "more than the limit of 100"),
+                                  ("nms", 1.5, "nms must be an IoU between 0 and 1"), ("nms", "0.5", "nms must be"),
+                                  ("nms", False, "nms must be")):
+        with pytest.raises(RequestError, match=message):
+            request_from_json({**base, field: value})

@@ -243,3 +243,29 @@ def test_a_run_that_fails_part_way_leaves_no_output(setup, monkeypatch):
     assert run_cli(*args, str(folder / "old.jsonl")).returncode == 130
     assert sorted(p.name for p in folder.iterdir()) == ["in.jsonl", "old.jsonl"]
     assert (folder / "old.jsonl").read_text() == "old results\n"
+
+
+def test_requests_lines_ask_their_own_top_k_unless_the_option_says(setup):
+    """A line's `top_k`/`nms` are its own (as in a POST /v1/ground entry); --top-k and --nms, when given,
+    apply to every line; a bad top_k is that line's error alone."""
+    root, ckpt = setup
+    lines = [{"features": "b.npy", "query": "door", "duration": 9, "top_k": 4},
+             {"features": "b.npy", "query": "door", "duration": 9, "top_k": 4, "nms": 0.0},
+             {"features": "b.npy", "query": "door", "duration": 9},
+             {"features": "b.npy", "query": "door", "duration": 9, "top_k": 0}]
+    (root / "topk.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = root / "topk-out.jsonl"
+    base = ["ground", "--checkpoint", str(ckpt), "--requests", str(root / "topk.jsonl"), "--out", str(out)]
+    assert run_cli(*base).returncode == 1
+    own = [json.loads(line) for line in out.read_text().splitlines()]
+    engine = GroundingEngine.from_checkpoint(ckpt, device="cpu")
+    expected = engine.ground([GroundingRequest(str(root / "b.npy"), "door", 9.0, top_k=4),
+                              GroundingRequest(str(root / "b.npy"), "door", 9.0, top_k=4, nms=0.0)])
+    assert [m["start_index"] for m in own[0]["moments"]] == [m["start_index"] for m in expected[0].moments]
+    assert [(m["start_index"], m["end_index"]) for m in own[1]["moments"]] == \
+           [(m["start_index"], m["end_index"]) for m in expected[1].moments]
+    assert "moments" not in own[2]
+    assert own[3]["error"] == "line 4: top_k must be an integer of at least 1, got 0"
+    run_cli(*base, "--top-k", "2")
+    forced = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [len(r["moments"]) for r in forced[:3]] == [2, 2, 2]

@@ -40,3 +40,38 @@ def assert_same_answers(got: list[dict], expected: list[dict]) -> None:
         assert (g["start_index"], g["end_index"], g["start"], g["end"]) == \
                (e["start_index"], e["end_index"], e["start"], e["end"]), (g, e)
         assert g["score"] == pytest.approx(e["score"], rel=1e-5)
+
+
+@pytest.fixture(scope="package")
+def page_files(tmp_path_factory, video_checkpoint, i3d_weights):
+    """What the page can ground, for a checkpoint of I3D features: (checkpoint, I3D weights, features
+    root, durations.json, videos folder, folder outside both). The root holds walk.npy (40 clips;
+    12.5 s in durations.json), sub/run.npy (9 clips, no duration) and link.npy -> outside; the videos
+    folder clip.mp4 (3 s, 24 fps), notes.txt and out.mp4 -> outside/secret.mp4."""
+    pytest.importorskip("av", reason="the video path needs PyAV (pip install -e '.[video]')")
+    pytest.importorskip("cv2", reason="the video path needs OpenCV (pip install -e '.[video]')")
+    from engine.video.synthetic import write_video
+
+    base = tmp_path_factory.mktemp("page")
+    root, videos, outside = base / "features", base / "videos", base / "outside"
+    for folder in (root / "sub", videos, outside):
+        folder.mkdir(parents=True)
+    gen = np.random.default_rng(1)
+    for path, clips in ((root / "walk.npy", 40), (root / "sub" / "run.npy", 9), (outside / "secret.npy", 5)):
+        np.save(path, gen.standard_normal((clips, 1024)).astype(np.float32))
+    durations = base / "durations.json"
+    durations.write_text('{"walk": 12.5, "absent": 3.0}', encoding="utf-8")
+    write_video(videos / "clip.mp4", 72, 96, 72, rate=24)
+    write_video(outside / "secret.mp4", 30, 64, 48, rate=24)
+    (videos / "notes.txt").write_text("not a video", encoding="utf-8")
+    os.symlink(outside / "secret.mp4", videos / "out.mp4")
+    os.symlink(outside / "secret.npy", root / "link.npy")
+    return video_checkpoint, i3d_weights, root, durations, videos, outside
+
+
+def page_server_args(page_files, *extra: str) -> list[str]:
+    """`seqpan serve` arguments for the page's files on a free loopback port (the reference backend, one thread)."""
+    ckpt, i3d, root, durations, videos, _ = page_files
+    return ["--checkpoint", str(ckpt), "--port", "0", "--features-root", str(root), "--durations", str(durations),
+            "--videos", str(videos), "--i3d", str(i3d), "--device", "cpu", "--backend", "reference",
+            "--threads", "1", "--max-wait-ms", "0", *extra]

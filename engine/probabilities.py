@@ -14,12 +14,12 @@ def span_probabilities(model: SeqPAN, prepared: Prepared) -> tuple[np.ndarray, n
     """(p_start, p_end), each [clips] float64 summing to 1, over the request's clips after down-sampling:
     the softmax of the reference model's start and end logits (isolated padding, the request's
     Gumbel noise), from which the engine's moment and top-k spans are decoded."""
-    width = max(len(chars) for chars in prepared.char_ids)
-    chars = torch.tensor([[c + [0] * (width - len(c)) for c in prepared.char_ids]])
+    words = prepared.query.length
+    chars = prepared.query.char_ids[None, :words]
     video = prepared.features[None].to(torch.float32)
     noise = None if prepared.noise is None else prepared.noise[None]
     model = model.eval().float()
     with torch.inference_mode():
-        out = model(video, torch.tensor([video.shape[1]]), torch.tensor([prepared.word_ids]), chars,
+        out = model(video, torch.tensor([video.shape[1]]), prepared.query.word_ids[None, :words], chars,
                     padding="isolated", gumbel_noise=noise)
     return tuple(torch.softmax(logits[0].double(), dim=0).numpy() for logits in (out.start_logits, out.end_logits))

@@ -15,6 +15,7 @@ from pathlib import Path
 BASELINES = ("reference-eager", "reference-compile", "onnxruntime-dynamic", "openvino-dynamic", "openvino-static")
 FASTEST = "fastest"  # the speed-up over whichever baseline row of the same key is fastest
 HEADLINE_BACKEND = "engine-auto"  # what `GroundingEngine(backend="auto")` users get
+STEP_BACKEND = "engine-auto-step"  # its step alone
 
 Column = tuple[str, str, Callable[[object], str]]  # key, title, format
 
@@ -128,20 +129,22 @@ def headline_table(results: dict) -> str:
 
 def cpu_table(results: dict) -> str:
     """The README's CPU table: per workload, precision and batch, every baseline's p50, the engine's
-    (engine-auto) p50 and throughput, and its speed-up over the fastest baseline."""
+    (engine-auto: ground() end to end) p50 and throughput, its step's p50, and the engine's speed-up
+    over the fastest baseline."""
     rows = _with_speedups(results["rows"])
     by_key = {(_key(r), r["backend"]): r for r in rows}
     lines = []
     for key in sorted(dict.fromkeys(_key(r) for r in rows), key=lambda k: (k[0], k[1], k[2])):
         engine = by_key.get((key, HEADLINE_BACKEND), {})
         line = {"workload": key[0], "precision": key[1], "batch": key[2], "engine_p50": engine.get("p50_ms"),
-                "engine_qps": engine.get("queries_per_s"), "vs fastest": engine.get(f"vs {FASTEST}")}
+                "engine_qps": engine.get("queries_per_s"), "vs fastest": engine.get(f"vs {FASTEST}"),
+                "step_p50": by_key.get((key, STEP_BACKEND), {}).get("p50_ms")}
         line.update({name: by_key.get((key, name), {}).get("p50_ms") for name in BASELINES})
         lines.append(line)
     columns: list[Column] = [("workload", "workload", str), ("precision", "precision", str), ("batch", "batch", str),
                              *((name, f"{name} p50 ms", _ms) for name in BASELINES),
-                             ("engine_p50", "engine p50 ms", _ms), ("engine_qps", "engine queries/s", _rate),
-                             ("vs fastest", "× fastest other", _speedup)]
+                             ("engine_p50", "engine ground() p50 ms", _ms), ("step_p50", "its step p50 ms", _ms),
+                             ("engine_qps", "engine queries/s", _rate), ("vs fastest", "× fastest other", _speedup)]
     return where_measured(results["env"]) + "\n\n" + table(lines, columns)
 
 

@@ -273,9 +273,14 @@ class GroundingEngine:
         return {"start": float(t0), "end": float(t1), "start_index": s, "end_index": e, "score": score}
 
 
+def on_numpy(t: torch.Tensor) -> bool:
+    """Whether host work on `t` goes through numpy: a CPU tensor of a dtype numpy has."""
+    return t.device.type == "cpu" and t.dtype != torch.bfloat16
+
+
 def cat_rows(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """torch.cat along rows; with numpy on the CPU."""
-    if tensors[0].device.type != "cpu":
+    """torch.cat along rows; with numpy where it can (`on_numpy`)."""
+    if not on_numpy(tensors[0]):
         return torch.cat(list(tensors))
     return torch.from_numpy(np.concatenate([t.numpy() for t in tensors]))
 
@@ -289,7 +294,7 @@ def pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
 def pad_queries(encoded: Sequence[torch.Tensor], words: int) -> torch.Tensor:
     """Encoded queries [1, M_i, dim] as one [B, words, dim] batch, zeros past each query's words."""
     first = encoded[0]
-    if first.device.type != "cpu":
+    if not on_numpy(first):
         out = torch.zeros(len(encoded), words, first.shape[2], dtype=first.dtype, device=first.device)
         for i, e in enumerate(encoded):
             out[i, : e.shape[1]] = e[0]

@@ -40,14 +40,13 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
     async def ground(request: Request) -> Response:
         started = time.perf_counter()
         metrics.in_progress.inc()
-        claim, read, entries = budget.claim(), False, []
+        claim, entries = budget.claim(), []
         try:
             check_bearer(request, settings.api_key)
             if not service.ready:
                 raise Refusal(503, "the model is still loading; retry later", "not_ready",
                               {"Retry-After": RETRY_AFTER_S})
             body = await read_body(request, settings.max_body_bytes, claim)
-            read = True
             entries = await asyncio.to_thread(parse_body, body, service.engine.limits, settings.max_queue)
             del body
             results = await until_disconnected(request, service.ground(entries))
@@ -59,7 +58,7 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
             timed_out = request.scope.get(BODY_TIMED_OUT, False)
             metrics.rejections.labels("body_timeout" if timed_out else "client_gone").inc()
             waiting = sum(isinstance(e, GroundingRequest) for e in entries)
-            log.warning("POST /v1/ground from %s: %s; %d requests not grounded", _peer(request),
+            log.warning("POST /v1/ground from %s: %s; %d of its requests withdrawn where not started", _peer(request),
                         "its body did not arrive in time" if timed_out else "the client went away", waiting)
             return respond("/v1/ground", 408 if timed_out else 499, {"error": "client gone"})
         except BodyError as err:
@@ -72,10 +71,9 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
             metrics.rejections.labels("queue_full").inc()
             return respond("/v1/ground", 429, {"error": "the request queue is full; retry later"},
                            {"Retry-After": RETRY_AFTER_S})
-        except Refusal as refusal:  # before the body was read whole: the rest of it is not waited for
+        except Refusal as refusal:
             metrics.rejections.labels(refusal.reason).inc()
-            headers = refusal.headers if read else {**refusal.headers, "Connection": "close"}
-            return respond("/v1/ground", refusal.status, {"error": refusal.message}, headers)
+            return respond("/v1/ground", refusal.status, {"error": refusal.message}, refusal.headers)
         except Exception:  # a bug: the log gets the traceback, the client one line
             log.exception("POST /v1/ground failed")
             return respond("/v1/ground", 500, {"error": "internal server error"})

@@ -35,7 +35,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._deadline: asyncio.TimerHandle | None = None
-        self._header_bytes, self._awaiting_headers, self._receiving_body = 0, True, False
+        self._header_bytes = self._raw_header_bytes = 0
+        self._awaiting_headers, self._receiving_body = True, False
         if len(self.connections) > self.limits.max_connections:
             self._refuse(503, "too many open connections; retry later")
             return
@@ -49,15 +50,34 @@ class GuardedProtocol(HttpToolsProtocol):
         counting = self._awaiting_headers
         super().data_received(data)
         if counting and self._awaiting_headers and not self.transport.is_closing():
-            self._header_bytes += len(data)  # the headers are not complete yet
-            if self._header_bytes > self.limits.max_header_bytes:
+            self._raw_header_bytes += len(data)  # the headers are not complete yet (httptools holds them)
+            if self._raw_header_bytes > self.limits.max_header_bytes:
                 self._refuse(431, f"request headers larger than {self.limits.max_header_bytes} bytes")
+
+    def send_400_response(self, msg: str) -> None:
+        if not self.transport.is_closing():  # closed already when the parse stopped at a refusal of ours
+            super().send_400_response(msg)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_bytes, self._awaiting_headers = 0, True
+        self._header_bytes = self._raw_header_bytes = 0
+        self._awaiting_headers = True
         if self._deadline is None:  # a new connection's first request keeps the deadline set at connect
             self._arm(self.limits.header_timeout, self._headers_late)
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_header_bytes(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > self.limits.max_header_bytes:
+            self._refuse(431, f"request headers larger than {self.limits.max_header_bytes} bytes")
+            raise _Refused()  # stops the parse
 
     def on_headers_complete(self) -> None:
         self._awaiting_headers, self._receiving_body = False, True
@@ -110,6 +130,10 @@ class GuardedProtocol(HttpToolsProtocol):
                 head += "retry-after: 1\r\n"
             self.transport.write(head.encode() + b"\r\n" + body)
         self.transport.close()
+
+
+class _Refused(Exception):
+    """Raised in a parser callback after a refusal was written: httptools stops parsing there."""
 
 
 def _peer(client: tuple[str, int] | None) -> str:

@@ -147,9 +147,12 @@ def test_health_ready_and_metrics_move(server, engine):
     (b'{"queries": []}', '{"requests": [...]}'),
     (b'[{"requests": []}]', '{"requests": [...]}'),
     (b'{"requests": {"id": 1}}', '{"requests": [...]}'),
-    (b'{"requests": [NaN]}', "NaN is not a JSON number"),
-    (b"[" * 100_000, "nested too deeply"),
-    (b'{"requests": ["\xff"]}', "not valid UTF-8"),
+    (b"[" * 100_000, '{"requests": [...]}'),
+    (b'{"requests": [1, 2', "not valid JSON"),
+    (b'{"requests": [{"a": "]}', "unterminated string"),
+    (b'{"requests": []} []', "extra data"),
+    (b'{"requests": [], "requests": []}', "given twice"),
+    (b'{"\xff": 1, "requests": []}', "not valid UTF-8"),
 ])
 def test_malformed_bodies_are_400(server, body, message):
     response = post(server, body)
@@ -228,7 +231,7 @@ def test_no_paths_without_a_root_and_429_when_the_queue_is_full(serve_files, eng
     with ServerProcess(args) as server:
         refused = post(server, {"requests": [{"features": "a.npy", "query": "door", "duration": 3}]}, headers={})
         assert refused.json()["results"][0]["error"] == PATHS_REFUSED
-        too_many = post(server, {"requests": [{"features": "a.npy", "query": "door", "duration": 3}] * 4}, headers={})
+            too_many = post(server, {"requests": [{"features": "a.npy", "query": "door", "duration": 3}] * 4}, headers={})
         assert too_many.status_code == 413 and "at most 3" in too_many.json()["error"]
 
         bodies = [[{"id": f"{i}-{j}", "features": clip_list(9, seed=i).tolist(), "query": "opens the door",

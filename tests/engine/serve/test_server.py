@@ -231,7 +231,7 @@ def test_no_paths_without_a_root_and_429_when_the_queue_is_full(serve_files, eng
     with ServerProcess(args) as server:
         refused = post(server, {"requests": [{"features": "a.npy", "query": "door", "duration": 3}]}, headers={})
         assert refused.json()["results"][0]["error"] == PATHS_REFUSED
-            too_many = post(server, {"requests": [{"features": "a.npy", "query": "door", "duration": 3}] * 4}, headers={})
+        too_many = post(server, {"requests": [{"features": "a.npy", "query": "door", "duration": 3}] * 4}, headers={})
         assert too_many.status_code == 413 and "at most 3" in too_many.json()["error"]
 
         bodies = [[{"id": f"{i}-{j}", "features": clip_list(9, seed=i).tolist(), "query": "opens the door",

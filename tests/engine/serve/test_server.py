@@ -391,6 +391,7 @@ def test_ready_says_when_loading_failed_without_details():
 
     for failure, status in ((None, "loading"), (UsageError("/secret/path.safetensors: bad"),
                                                  "failed to load the model (see the server's log)")):
-        service = SimpleNamespace(settings=SimpleNamespace(), metrics=ServiceMetrics(), ready=False, failure=failure)
+        service = SimpleNamespace(settings=ServeSettings("unused.safetensors"), metrics=ServiceMetrics(), ready=False,
+                                  failure=failure)
         response = asyncio.run(get_ready(service))
         assert (response.status_code, response.json()) == (503, {"status": status})

@@ -58,7 +58,7 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
             timed_out = request.scope.get(BODY_TIMED_OUT, False)
             metrics.rejections.labels("body_timeout" if timed_out else "client_gone").inc()
             waiting = sum(isinstance(e, GroundingRequest) for e in entries)
-            log.warning("POST /v1/ground from %s: %s; %d of its requests withdrawn where not started", _peer(request),
+            log.warning("POST /v1/ground from %s: %s; its %d requests withdrawn unless already running", _peer(request),
                         "its body did not arrive in time" if timed_out else "the client went away", waiting)
             return respond("/v1/ground", 408 if timed_out else 499, {"error": "client gone"})
         except BodyError as err:

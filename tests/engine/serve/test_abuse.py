@@ -27,8 +27,12 @@ from tests.engine.test_engine import CFG
 MB = 1 << 20
 
 
-def memory(proc: ServerProcess) -> dict[str, int]:
-    """The server's VmRSS and VmHWM (peak resident size), in bytes."""
+def memory(proc: ServerProcess, reset_peak: bool = False) -> dict[str, int]:
+    """The server's VmRSS and VmHWM (peak resident size), in bytes; `reset_peak` first starts the
+    peak afresh from the present size (Linux 4.0+)."""
+    if reset_peak:
+        with open(f"/proc/{proc.proc.pid}/clear_refs", "w") as f:
+            f.write("5")
     with open(f"/proc/{proc.proc.pid}/status") as f:
         fields = dict(line.split(":", 1) for line in f)
     return {name: int(fields[name].split()[0]) * 1024 for name in ("VmRSS", "VmHWM")}
@@ -93,7 +97,7 @@ def test_1_a_16_mb_body_of_millions_of_entries_is_refused_cheaply(server):
     zeros = b'{"requests": [' + b",".join([b"0"] * 8_300_000) + b"]}"  # 16.6 MB: over the limit
     zeros = zeros[: 16 * MB - 2].rsplit(b",", 1)[0] + b"]}"  # just under 16 MiB, ~8.3 million entries
     junk = b'{"requests": [[' + b",".join([b"[]"] * 5_000_000) + b"]]}"  # 15 MB of empty arrays in one entry
-    before = memory(server)
+    before = memory(server, reset_peak=True)
     for body, message in ((zeros, "more than 1024 requests in one body"), (junk, "more arrays, objects and strings")):
         started = time.monotonic()
         response = post(server, body)
@@ -101,8 +105,8 @@ def test_1_a_16_mb_body_of_millions_of_entries_is_refused_cheaply(server):
         assert response.status_code == 413 and message in response.json()["error"]
         # measured: 0.2-0.4 s each (upload included) on the loaded 2-core machine; it was 20.8 s of CPU
         assert took < 10
-    grew = memory(server)["VmHWM"] - max(before["VmRSS"], 0)
-    assert grew < 300 * MB  # measured: under 100 MB (the body and its copy); it was +2.4 GB
+    grew = memory(server)["VmHWM"] - before["VmRSS"]
+    assert grew < 300 * MB  # measured: +32 MB (bench/serve_abuse.py); it was +2.4 GB
 
 
 # -- 2. bytes of bodies in flight bounded ------------------------------------------------------
@@ -112,7 +116,7 @@ def test_2_32_clients_posting_16_mb_of_inline_features_hold_bounded_memory(serve
     body = json.dumps({"requests": [{"id": "big", "features": features.tolist(), "query": "sits on chair",
                                      "duration": 90.0}]}).encode()
     assert 15 * MB < len(body) < 16 * MB
-    before = memory(server)
+    before = memory(server, reset_peak=True)
 
     async def burst():
         async with httpx.AsyncClient(base_url=server.url, timeout=300) as client:
@@ -128,8 +132,9 @@ def test_2_32_clients_posting_16_mb_of_inline_features_hold_bounded_memory(serve
             assert response.headers["retry-after"] == "1" and "too many bodies" in response.json()["error"]
         else:
             assert_same_answers(response.json()["results"], [expected])
-    # at most two 16 MB bodies held at once (--max-bodies-mb 32); measured peak growth: see the README
-    assert after["VmHWM"] - before["VmRSS"] < 1200 * MB, (before, after)
+    # at most two 16 MB bodies held at once (--max-bodies-mb 32): measured peak growth +146 MB (2 answered,
+    # 30 refused); all 32 parsed at once would take about 32 x 70 MB
+    assert after["VmHWM"] - before["VmRSS"] < 600 * MB, (before, after)
     assert httpx.get(f"{server.url}/health").status_code == 200
 
 
@@ -247,7 +252,8 @@ def test_5_a_symlink_swapped_while_requests_run_never_mixes_files(serve_files, e
                 for name in ("first.npy", "second.npy")}
     assert expected["first.npy"]["score"] != expected["second.npy"]["score"]
     flip = ("import os, sys\nroot = sys.argv[1]\nwhile True:\n    for name in ('first.npy', 'second.npy'):\n"
-            "        os.symlink(name, root + '/swap.tmp')\n        os.replace(root + '/swap.tmp', root + '/swap.npy')\n")
+            "        os.symlink(name, root + '/swap.tmp')\n"
+            "        os.replace(root + '/swap.tmp', root + '/swap.npy')\n")
     args = ["--checkpoint", str(serve_files[0]), "--port", "0", "--features-root", str(root)]
     with ServerProcess(args) as server:
         flipper = subprocess.Popen([sys.executable, "-c", flip, str(root)])  # flips the link in a loop, in parallel
@@ -297,10 +303,14 @@ def test_6_a_key_that_is_not_text_is_refused_at_start(serve_files, key, message)
 # -- 7. what the parser refuses is one entry's error ------------------------------------------
 def test_7_entries_the_parser_refuses_are_their_own_errors(server):
     long_id, longer_id = "9" * 3000, "9" * 4000
-    body = (b'\xef\xbb\xbf{"requests": [' + json.dumps(entry(id="good")).encode() + b', {"id": "nan", "duration": NaN}, '
-            b'{"id": "big", "seed": 1' + b"0" * 5000 + b'}, ' + json.dumps(entry()).encode()[:-1] + b', "id": '
-            + long_id.encode() + b'}, ' + json.dumps(entry()).encode()[:-1] + b', "id": ' + longer_id.encode()
-            + b'}, ["\xff"], ' + json.dumps(entry(id="last")).encode() + b"]}")
+
+    def with_id(digits: str) -> bytes:  # an entry whose id is an integer of these digits, as written
+        return json.dumps(entry(id=0)).encode().replace(b'"id": 0', b'"id": ' + digits.encode())
+
+    entries = [json.dumps(entry(id="good")).encode(), b'{"id": "nan", "duration": NaN}',
+               b'{"id": "big", "seed": 1' + b"0" * 5000 + b"}", with_id(long_id), with_id(longer_id), b'["\xff"]',
+               json.dumps(entry(id="last")).encode()]
+    body = b'\xef\xbb\xbf{"requests": [' + b", ".join(entries) + b"]}"  # after a UTF-8 byte-order mark
     response = post(server, body)
     assert response.status_code == 200
     good, nan, big, long, longer, utf8, last = response.json()["results"]
@@ -337,7 +347,7 @@ def test_8_a_client_gone_mid_body_or_before_its_answer_is_counted_as_such(serve_
     assert after[("seqpan_batch_size_sum", ())] == before[("seqpan_batch_size_sum", ())]
     assert after[("seqpan_queue_depth", ())] == 0
     lines = [line for line in server.stderr.splitlines() if "the client went away" in line]
-    assert len(lines) == 2 and "3 of its requests withdrawn" in lines[1]
+    assert len(lines) == 2 and "its 3 requests withdrawn" in lines[1]
     assert "Traceback" not in server.stderr and "ClientDisconnect" not in server.stderr
 
 

@@ -81,8 +81,17 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._awaiting_headers, self._receiving_body = False, True
-        self._arm(self.limits.body_timeout, self._body_late)
+        pipelined = self.cycle is not None and not self.cycle.response_complete
         super().on_headers_complete()
+        if pipelined:  # uvicorn reads its body only once the answer before it is sent: see on_response_complete
+            self._disarm()
+        else:
+            self._arm(self.limits.body_timeout, self._body_late)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._receiving_body and self._deadline is None and not self.transport.is_closing():
+            self._arm(self.limits.body_timeout, self._body_late)  # a pipelined request's body, read from now
 
     def on_message_complete(self) -> None:
         self._receiving_body = False

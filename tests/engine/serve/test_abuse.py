@@ -142,7 +142,8 @@ def test_2_32_clients_posting_16_mb_of_inline_features_hold_bounded_memory(serve
 @pytest.fixture(scope="module")
 def guarded(serve_files):
     args = ["--checkpoint", str(serve_files[0]), "--port", "0", "--features-root", str(serve_files[1]),
-            "--header-timeout", "1", "--body-timeout", "2", "--max-header-kb", "8", "--max-connections", "8"]
+            "--header-timeout", "1", "--body-timeout", "2", "--max-header-kb", "8", "--max-connections", "8",
+            "--max-wait-ms", "2500"]
     with ServerProcess(args) as proc:
         yield proc
 
@@ -180,6 +181,28 @@ def test_3_a_trickled_body_is_cut_off_after_the_body_timeout(guarded):
     key = ("seqpan_http_requests_total", (("code", "408"), ("route", "/v1/ground")))
     assert after.get(key, 0) - before.get(key, 0) == 1
     assert "its body did not arrive in time" in guarded.stderr and "Traceback" not in guarded.stderr
+
+
+def test_3_a_pipelined_body_has_its_deadline_from_when_it_is_read(guarded):
+    """uvicorn reads a pipelined request's body only after the answer before it (here 2.5 s, longer
+    than --body-timeout 2): its deadline starts then, so neither request is cut off."""
+    small = json.dumps({"requests": [entry(id="first")]}).encode()
+    large = json.dumps({"requests": [entry(id="second")]}).encode()[:-1] + b" " * (1 << 20) + b"}"
+    head = b"POST /v1/ground HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    with socket.create_connection(address(guarded)) as conn:
+        sender = threading.Thread(target=conn.sendall, args=(head % len(small) + small + head % len(large) + large,),
+                                  daemon=True)
+        sender.start()
+        conn.settimeout(30)
+        received = b""
+        while received.count(b'"id": ') < 2 or not received.endswith(b"}]}"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        sender.join(10)
+    assert received.count(b"HTTP/1.1 200 OK") == 2, received[:300]
+    assert b'"id": "first"' in received and b'"id": "second"' in received
 
 
 def test_3_headers_past_the_limit_are_431(guarded):

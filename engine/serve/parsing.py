@@ -18,11 +18,12 @@ from ..limits import Limits
 from ..requests import GroundingRequest, GroundingResult, json_error_id, json_value, parse_json, request_from_json
 
 SPACE = re.compile(rb"[ \t\n\r]*")
-STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+STRING_PATTERN = rb'"[^"\\]*(?:\\.[^"\\]*)*"'  # a whole JSON string, escapes included
+STRING = re.compile(STRING_PATTERN, re.S)
 SCALAR = re.compile(rb"[^,\]}\s]*")  # a number, true, false, null (or a bad token: the entry's parser says)
 # the tokens of a nested value: a string, a bracket, or a run of anything else (numbers, commas, ...)
-NESTED = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}"]|[^\[\]{}"]+', re.S)
-PARTS_PER_ENTRY = 64  # arrays, objects and strings a body may hold: the clips of one video and this many an entry
+NESTED = re.compile(STRING_PATTERN + rb'|[\[\]{}"]|[^\[\]{}"]+', re.S)
+PARTS_PER_ENTRY = 64  # arrays, objects and strings a body may hold: one video's clips, and this many per entry
 NOT_AN_OBJECT = 'body must be a JSON object {"requests": [...]}'
 
 

@@ -2,7 +2,7 @@
 from setuptools import find_packages, setup
 
 # `seqpan serve`: the ASGI app and server, metrics, the HTTP client of its tests and load generator, Ray Serve
-SERVE = ["starlette>=0.37", "uvicorn>=0.30", "httpx>=0.27", "prometheus-client>=0.20", "ray[serve]>=2.40"]
+SERVE = ["starlette>=0.37", "uvicorn>=0.30", "httptools>=0.6", "httpx>=0.27", "prometheus-client>=0.20", "ray[serve]>=2.40"]
 
 setup(
     name="seqpan",

@@ -17,7 +17,7 @@ from reference.config import SeqPANConfig
 from reference.matching import NUM_LABELS, gumbel_noise
 
 from .batching import Shape, char_bucket, clip_bucket, word_bucket
-from .data.features import FeatureError, load_features, resolve_feature_path, sample_features
+from .data.features import FeatureError, file_identity, load_features, open_features, read_features, sample_features
 from .data.text import encode, tokenize
 from .errors import RequestError
 from .limits import Limits
@@ -275,17 +275,22 @@ def video_features(features: Any, video_id: str | None, cfg: SeqPANConfig, cache
                    allow_feature_paths: bool) -> tuple[torch.Tensor, Hashable]:
     """A request's down-sampled features and its video key. A file or object seen before in this
     call is loaded once; requests with the same `video_id` share a key only when their features
-    are equal, so no request is ever answered with another's video."""
+    are equal, so no request is ever answered with another's video. A file is opened once and
+    keyed by that open file's identity (device, inode, size, modification time): a path or link
+    swapped meanwhile cannot give one request another file's features."""
     if isinstance(features, (str, os.PathLike)):
         if not allow_feature_paths:
             raise RequestError(PATHS_REFUSED)
-        source: Hashable = ("path", resolve_feature_path(features, features_root))
+        with open_features(features, features_root) as f:
+            source: Hashable = ("file", file_identity(f))
+            if source not in cache:  # errors name the caller's path
+                cache[source] = _sampled(read_features(f, repr(str(features)), cfg.visual_dim, limits.max_clips,
+                                                       limits.max_feature_bytes), cfg)
     else:
         source = ("object", id(features))
-    if source not in cache:
-        raw = load_features(features, cfg.visual_dim, root=features_root, max_clips=limits.max_clips,
-                            max_bytes=limits.max_feature_bytes)  # float32; errors name the caller's path
-        cache[source] = torch.from_numpy(np.ascontiguousarray(sample_features(raw, cfg.max_pos_len)))
+        if source not in cache:
+            cache[source] = _sampled(load_features(features, cfg.visual_dim, max_clips=limits.max_clips,
+                                                   max_bytes=limits.max_feature_bytes), cfg)
     feats = cache[source]
     if video_id is None:
         return feats, source
@@ -293,6 +298,11 @@ def video_features(features: Any, video_id: str | None, cfg: SeqPANConfig, cache
     if shared is feats or (shared.shape == feats.shape and torch.equal(shared, feats)):
         return shared, ("id", video_id)
     return feats, source
+
+
+def _sampled(features: np.ndarray, cfg: SeqPANConfig) -> torch.Tensor:
+    """[T, D] float32 features down-sampled to at most max_pos_len clips, as a tensor."""
+    return torch.from_numpy(np.ascontiguousarray(sample_features(features, cfg.max_pos_len)))
 
 
 def prepare_request(request: GroundingRequest, cfg: SeqPANConfig, word_dict: dict[str, int],

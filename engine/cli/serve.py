@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from ..data.dataset import read_durations
 from ..engine import PRECISIONS
 from ..errors import UsageError
-from ..serve.settings import ServeSettings
+from ..serve.settings import ConnectionLimits, ServeSettings
 from ..video.presets import PRESETS
 from .extract_features import load_video_package
 from .options import positive_int
@@ -36,6 +37,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="requests waiting per process; more are answered 429 (default %(default)s)")
     p.add_argument("--max-body-mb", type=float, default=16.0,
                    help="larger request bodies are answered 413 (default %(default)s)")
+    p.add_argument("--max-bodies-mb", type=float, default=64.0,
+                   help="bytes of request bodies held at once, all connections together; past it a body is "
+                        "answered 503 with Retry-After (default %(default)s; at least --max-body-mb)")
+    p.add_argument("--max-connections", type=positive_int, default=512,
+                   help="open connections; more are answered 503 and closed (default %(default)s; keep it "
+                        "below the open-file limit, ulimit -n)")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a request's headers may take to arrive; then 408 and closed (default %(default)s)")
+    p.add_argument("--body-timeout", type=float, default=60.0,
+                   help="seconds a request's body may take after its headers; then the connection is closed "
+                        "(default %(default)s)")
+    p.add_argument("--max-header-kb", type=positive_int, default=64,
+                   help="larger request headers are answered 431 (default %(default)s)")
+    p.add_argument("--shutdown-timeout", type=float, default=10.0,
+                   help="once stopping, seconds a body still arriving is waited for before its connection is "
+                        "closed; requests received whole are always answered (default %(default)s)")
     p.add_argument("--api-key-env", metavar="NAME",
                    help="environment variable holding the API key that POST /v1/ground requires as a Bearer token")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
@@ -67,14 +84,19 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     check_page_args(args)
     if not args.ray and (args.replicas is not None or args.ray_address is not None):
         raise UsageError("--replicas and --ray-address need --ray")
-    api_key = None
-    if args.api_key_env is not None:
-        api_key = os.environ.get(args.api_key_env, "")
-        if not api_key.strip():
-            raise UsageError(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
+    for flag, seconds in (("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout),
+                          ("--shutdown-timeout", args.shutdown_timeout)):
+        if not 0 < seconds <= 86_400:
+            raise UsageError(f"{flag} must be in (0, 86400] seconds, got {seconds}")
+    if not args.max_body_mb <= args.max_bodies_mb <= 65_536:
+        raise UsageError(f"--max-bodies-mb must be in [--max-body-mb, 65536], got {args.max_bodies_mb}")
+    connections = ConnectionLimits(args.max_connections, args.header_timeout, args.body_timeout,
+                                   args.max_header_kb << 10, args.shutdown_timeout)
     return ServeSettings(args.checkpoint, args.device, args.precision, args.backend, args.max_batch, args.max_wait_ms,
-                         args.max_queue, args.features_root, api_key, int(args.max_body_mb * (1 << 20)), args.warmup,
-                         args.threads, args.videos, args.i3d, args.preset, args.durations)
+                         args.max_queue, args.features_root, api_key_from_env(args.api_key_env),
+                         int(args.max_body_mb * (1 << 20)), int(args.max_bodies_mb * (1 << 20)), args.warmup,
+                         args.threads, connections, args.videos, args.i3d, args.preset,
+                         args.durations)
 
 
 def check_page_args(args: argparse.Namespace) -> None:
@@ -94,6 +116,27 @@ def check_page_args(args: argparse.Namespace) -> None:
         if args.features_root is None:
             raise UsageError("--durations needs --features-root (it gives the durations of those features)")
         read_durations(args.durations)
+
+
+def api_key_from_env(name: str | None) -> str | None:
+    """The API key held by environment variable `name` (None: no key): surrounding whitespace is
+    stripped (with a note), a key that is empty, not UTF-8 or not printable text is a UsageError."""
+    if name is None:
+        return None
+    raw = os.environb.get(os.fsencode(name), b"") if os.supports_bytes_environ else os.environ.get(name, "").encode()
+    try:
+        key = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--api-key-env {name}: the key is not UTF-8 text") from None
+    if not key.strip():
+        raise UsageError(f"--api-key-env {name}: that environment variable is not set or empty")
+    if key.strip() != key:
+        key = key.strip()
+        print(f"seqpan serve: note: the key in {name} had whitespace around it (a newline from a key file?); "
+              "it was stripped", file=sys.stderr)
+    if not key.isprintable():
+        raise UsageError(f"--api-key-env {name}: the key holds characters that are not printable text")
+    return key
 
 
 def run(args: argparse.Namespace) -> int:

@@ -106,11 +106,9 @@ def load_features(source: FeatureSource, visual_dim: int = 1024, *, max_clips: i
     ``visual_dim``, zero clips, too much data, or NaN/inf values (also those from float32 overflow).
     """
     if isinstance(source, (str, os.PathLike)):
-        path = resolve_feature_path(source, root)
-        with open_feature_file(path, root) as f:
-            array = read_npy(f, repr(str(source)), visual_dim, max_clips, max_bytes)
-        name = repr(str(source))
-    elif isinstance(source, np.ndarray):
+        with open_features(source, root) as f:
+            return read_features(f, repr(str(source)), visual_dim, max_clips, max_bytes)
+    if isinstance(source, np.ndarray):
         name = "features"
         check_dtype(source.dtype, name)
         clips, _ = clip_shape(source.shape, name, visual_dim)
@@ -123,6 +121,30 @@ def load_features(source: FeatureSource, visual_dim: int = 1024, *, max_clips: i
     else:
         raise FeatureError(f"features must be a [T, {visual_dim}] array, a nested list of numbers or a .npy "
                            f"path, got {type(source).__name__}")
+    return as_float32(array, name, visual_dim)
+
+
+def open_features(path: str | os.PathLike, root: str | os.PathLike | None = None) -> BinaryIO:
+    """A feature file opened once: resolved, opened, and (with ``root``) the opened file itself
+    checked to lie inside the root. Read it, and key it by :func:`file_identity`, through this
+    one open file: a path or link swapped meanwhile cannot change what it gives."""
+    return open_feature_file(resolve_feature_path(path, root), root)
+
+
+def file_identity(f: BinaryIO) -> tuple[int, int, int, int]:
+    """What tells an open file from every other file and version: device, inode, size, modification time."""
+    st = os.fstat(f.fileno())
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def read_features(f: BinaryIO, name: str, visual_dim: int, max_clips: int | None = None,
+                  max_bytes: int | None = None) -> np.ndarray:
+    """Float32 ``[T, D]`` features of an open ``.npy`` file (see :func:`load_features`); errors name ``name``."""
+    return as_float32(read_npy(f, name, visual_dim, max_clips, max_bytes), name, visual_dim)
+
+
+def as_float32(array: np.ndarray, name: str, visual_dim: int) -> np.ndarray:
+    """A checked real array as float32 ``[T, D]``; FeatureError for NaN/inf (float32 overflow included)."""
     clips, dim = clip_shape(array.shape, name, visual_dim)
     with np.errstate(over="ignore"):  # overflow to inf is reported just below
         features = array.reshape(clips, dim).astype(np.float32)

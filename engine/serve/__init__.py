@@ -4,7 +4,8 @@ readiness and Prometheus metrics, and the same API scaled out over Ray Serve rep
     settings.py   ServeSettings: what one server (or one replica) is started with
     parsing.py    an HTTP body -> grounding requests (or an entry's error), as `seqpan ground --requests` reads them
     metrics.py    ServiceMetrics: the Prometheus counters, histograms and gauges
-    guards.py     bearer-token auth, the body-size limit, HTTP refusals
+    guards.py     bearer-token auth, the body-size limit, the bytes of bodies held at once, HTTP refusals
+    protocol.py   uvicorn's httptools protocol with a connection cap, header/body deadlines, a header limit
     service.py    GroundingService: load + warm the engine, the micro-batcher, ground asynchronously
     app.py        build_app: the ASGI routes (/v1/ground, /health, /ready, /metrics)
     runner.py     run_one_process: uvicorn on a bound socket; SIGTERM/Ctrl-C drain, then exit 0

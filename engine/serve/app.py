@@ -8,14 +8,16 @@ import logging
 import time
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import QueueFullError
-from .guards import Refusal, check_bearer, read_body
+from ..requests import GroundingRequest
+from .guards import BodyBudget, Refusal, check_bearer, read_body
 from .page import Page
-from .parsing import BodyError, parse_body
+from .parsing import BodyError, BodyTooLarge, parse_body
+from .protocol import BODY_TIMED_OUT
 from .service import GroundingService
 
 log = logging.getLogger("seqpan.serve")
@@ -28,6 +30,7 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
     settings, metrics = service.settings, service.metrics
     extra_headers = {"X-SeqPAN-Replica": replica} if replica is not None else {}
     page = Page(settings)  # the web page at / and the routes it needs; serves `video` entries
+    budget = BodyBudget(settings.max_bodies_bytes)
 
     def respond(route: str, status: int, payload=None, headers=None, body: bytes | None = None,
                 media_type: str = "application/json") -> Response:
@@ -39,23 +42,33 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
     async def ground(request: Request) -> Response:
         started = time.perf_counter()
         metrics.in_progress.inc()
+        claim, entries = budget.claim(), []
         try:
             check_bearer(request, settings.api_key)
             if not service.ready:
                 raise Refusal(503, "the model is still loading; retry later", "not_ready",
                               {"Retry-After": RETRY_AFTER_S})
-            body = await read_body(request, settings.max_body_bytes)
-            entries = await asyncio.to_thread(parse_body, body, service.engine.limits)
-            if len(entries) > settings.max_queue:
-                raise Refusal(413, f"{len(entries)} requests in one body; at most {settings.max_queue}", "too_large")
-            results = await service.ground(await page.resolve_videos(entries))
+            body = await read_body(request, settings.max_body_bytes, claim)
+            entries = await asyncio.to_thread(parse_body, body, service.engine.limits, settings.max_queue)
+            del body
+            results = await until_disconnected(request, service.ground(await page.resolve_videos(entries)))
             payload = {"results": [r.to_json() for r in results]}
             response = respond("/v1/ground", 200, payload)
             metrics.latency.observe(time.perf_counter() - started)
             return response
+        except ClientDisconnect:  # the body stopped coming, or the client left before its answer
+            timed_out = request.scope.get(BODY_TIMED_OUT, False)
+            metrics.rejections.labels("body_timeout" if timed_out else "client_gone").inc()
+            waiting = sum(isinstance(e, GroundingRequest) for e in entries)
+            log.warning("POST /v1/ground from %s: %s; its %d requests withdrawn unless already running", _peer(request),
+                        "its body did not arrive in time" if timed_out else "the client went away", waiting)
+            return respond("/v1/ground", 408 if timed_out else 499, {"error": "client gone"})
         except BodyError as err:
             metrics.rejections.labels("malformed").inc()
             return respond("/v1/ground", 400, {"error": str(err)})
+        except BodyTooLarge as err:
+            metrics.rejections.labels("too_large").inc()
+            return respond("/v1/ground", 413, {"error": str(err)})
         except QueueFullError:
             metrics.rejections.labels("queue_full").inc()
             return respond("/v1/ground", 429, {"error": "the request queue is full; retry later"},
@@ -67,6 +80,7 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
             log.exception("POST /v1/ground failed")
             return respond("/v1/ground", 500, {"error": "internal server error"})
         finally:
+            claim.release()
             metrics.in_progress.dec()
 
     async def health(request: Request) -> Response:
@@ -90,4 +104,30 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
 
     routes = [Route("/v1/ground", ground, methods=["POST"]), Route("/health", health, methods=["GET"]),
               Route("/ready", ready, methods=["GET"]), Route("/metrics", metrics_text, methods=["GET"]), *page.routes]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.router.redirect_slashes = False  # a redirect would name the client's own Host header
+    return app
+
+
+async def until_disconnected(request: Request, work):
+    """The result of the coroutine `work`, unless the client disconnects first: then `work` is
+    cancelled (what it has not started is withdrawn) and ClientDisconnect is raised."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            raise ClientDisconnect()
+        return task.result()
+    finally:
+        gone.cancel()
+        task.cancel()  # nothing when it is done
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _peer(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "a client"

@@ -1,4 +1,5 @@
-"""What stands before grounding: the bearer token and the body-size limit, and how a refusal is answered."""
+"""What stands before grounding: the bearer token, the body-size limit, the bytes of bodies held
+across all connections, and how a refusal is answered."""
 from __future__ import annotations
 
 import hmac
@@ -19,21 +20,59 @@ def check_bearer(request: Request, api_key: str | None) -> None:
     if api_key is None:
         return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+    # the header's own bytes (Starlette decodes headers as latin-1) against the key's UTF-8
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode("latin-1"), api_key.encode()):
         raise Refusal(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", "unauthorized",
                       {"WWW-Authenticate": "Bearer"})
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) as soon as it is known to exceed `limit` bytes."""
+class BodyBudget:
+    """The bytes of request bodies held at once, across all connections: a body is counted from
+    its first byte (all of its declared Content-Length at once) until its answer is built."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.held = capacity, 0
+
+    def claim(self) -> "BodyClaim":
+        return BodyClaim(self)
+
+
+class BodyClaim:
+    """One request's share of a BodyBudget; `release()` gives it back (call it once, in a finally)."""
+
+    def __init__(self, budget: BodyBudget):
+        self.budget, self.size = budget, 0
+
+    def grow(self, size: int) -> None:
+        """Hold `size` bytes in all (more than now); Refusal (503, Retry-After) when the budget has no room."""
+        extra = size - self.size
+        if extra <= 0:
+            return
+        if self.budget.held + extra > self.budget.capacity:
+            raise Refusal(503, "the server is receiving too many bodies at once; retry later", "busy",
+                          {"Retry-After": "1"})
+        self.budget.held += extra
+        self.size = size
+
+    def release(self) -> None:
+        self.budget.held -= self.size
+        self.size = 0
+
+
+async def read_body(request: Request, limit: int, claim: BodyClaim) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed `limit` bytes, and (503)
+    as soon as `claim` cannot hold it."""
     too_large = Refusal(413, f"body larger than {limit} bytes", "too_large")
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
+    if declared is not None and declared.isdigit():
+        if int(declared) > limit:
+            raise too_large
+        claim.grow(int(declared))
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise too_large
+        claim.grow(size)
         chunks.append(chunk)
     return b"".join(chunks)

@@ -1,8 +1,10 @@
 """The one-process server: the app on uvicorn on a bound socket until SIGTERM or Ctrl-C, then drain.
 
 On the first SIGTERM/SIGINT the server stops accepting connections, answers every request it has
-accepted, runs the app's shutdown (which drains the micro-batcher), and `serve_http` returns, so
-the process can exit 0. uvicorn itself would re-raise the signal afterwards (exit status -15);
+received whole, gives a body still arriving at most `shutdown_timeout` seconds (then closes its
+connection), runs the app's shutdown (which drains the micro-batcher), and `serve_http` returns, so
+the process can exit 0. Connections are guarded by `protocol.GuardedProtocol` (connection cap,
+header and body deadlines, header size). uvicorn itself would re-raise the signal afterwards (exit status -15);
 a second Ctrl-C still forces an immediate stop.
 """
 from __future__ import annotations
@@ -19,8 +21,9 @@ import uvicorn
 from ..errors import UsageError
 from .app import build_app
 from .metrics import ServiceMetrics
+from .protocol import guarded_protocol
 from .service import GroundingService
-from .settings import ServeSettings
+from .settings import ConnectionLimits, ServeSettings
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # An idle connection stays open this long (Ray Serve's proxy: 90 s too). It must outlast the
@@ -77,11 +80,13 @@ class _DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def serve_http(app, sock: socket.socket, watch: Callable[[], bool] | None = None) -> None:
-    """Serve `app` on `sock` until a stop signal (or until `watch()`, called ten times a second,
-    returns True), then finish the accepted requests and the app's shutdown, and return."""
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=None)
+def serve_http(app, sock: socket.socket, watch: Callable[[], bool] | None = None,
+               limits: ConnectionLimits = ConnectionLimits()) -> None:
+    """Serve `app` on `sock`, its connections held to `limits`, until a stop signal (or until
+    `watch()`, called ten times a second, returns True), then finish the accepted requests and the
+    app's shutdown, and return."""
+    config = uvicorn.Config(app, http=guarded_protocol(limits), log_level="warning", access_log=False,
+                            lifespan="on", timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=None)
     _DrainingServer(config, watch).run(sockets=[sock])
 
 
@@ -100,7 +105,7 @@ def run_one_process(settings: ServeSettings, host: str, port: int) -> int:
             say(f"ready ({service.engine.description})")
         return service.failure is not None
 
-    serve_http(build_app(service), sock, announce_ready_or_stop)
+    serve_http(build_app(service), sock, announce_ready_or_stop, settings.connections)
     if service.failure is not None:
         raise service.failure
     say("stopped")

@@ -1,7 +1,17 @@
 """What one server, or one Ray Serve replica, is started with."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one connection of the one-process server may take (`protocol.guarded_protocol` enforces it)."""
+    max_connections: int = 512  # open at once; more are answered 503 and closed
+    header_timeout: float = 10.0  # seconds from a connection's (or a request's) first byte to its last header
+    body_timeout: float = 60.0  # seconds from the last header to the body's last byte
+    max_header_bytes: int = 64 << 10  # request line and headers; more is answered 431
+    shutdown_timeout: float = 10.0  # once stopping, the seconds a body still arriving is waited for
 
 
 @dataclass(frozen=True)
@@ -17,8 +27,10 @@ class ServeSettings:
     features_root: str | None = None  # feature paths are read below this folder only; None = no paths
     api_key: str | None = None  # when set, POST /v1/ground needs `Authorization: Bearer <api_key>`
     max_body_bytes: int = 16 << 20  # larger bodies are answered 413
+    max_bodies_bytes: int = 64 << 20  # bytes of bodies held at once, all connections; past it, 503
     warmup: bool = True  # compile every shape of the engine's plan before /ready says 200
     threads: int | None = None  # CPU threads of the engine (torch's, and OpenVINO's); None = their defaults
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)  # the one-process server's guards
     videos: str | None = None  # the page's folder of video files (their names confined to it); needs i3d
     i3d: str | None = None  # I3D weights that the videos' features are extracted with
     preset: str = "charades"  # how they are extracted (the checkpoint's dataset)

@@ -315,3 +315,40 @@ def test_path_errors_say_exactly_what_is_wrong(tmp_path):
         with pytest.raises(FeatureError) as err:
             load_features(path, 6)
         assert str(err.value) == message and type(err.value) is FeatureError
+
+
+def test_a_feature_file_is_keyed_and_read_through_one_open_file(tmp_path, monkeypatch):
+    """The link `swap.npy` flips to the other file each time a path is resolved: the features a
+    request gets, and the key they are cached under, are still those of one and the same file, so
+    a later request naming `first.npy` itself gets first.npy's features (issue 24, case 5)."""
+    import os
+
+    import engine.data.features as features_module
+    from engine.limits import Limits
+    from engine.requests import video_features
+    from reference.config import SeqPANConfig
+
+    cfg = SeqPANConfig(num_words=4, num_chars=4, visual_dim=2, max_pos_len=8)
+    first, second = np.full((3, 2), 1.0, np.float32), np.full((3, 2), 2.0, np.float32)
+    np.save(tmp_path / "first.npy", first)
+    np.save(tmp_path / "second.npy", second)
+    os.symlink("first.npy", tmp_path / "swap.npy")
+    resolve = features_module.resolve_feature_path
+
+    def resolve_after_a_flip(path, root=None):
+        target = "second.npy" if os.readlink(tmp_path / "swap.npy") == "first.npy" else "first.npy"
+        os.symlink(target, tmp_path / "swap.tmp")
+        os.replace(tmp_path / "swap.tmp", tmp_path / "swap.npy")
+        return resolve(path, root)
+
+    monkeypatch.setattr(features_module, "resolve_feature_path", resolve_after_a_flip)
+    cache: dict = {}
+    got = {name: video_features(name, None, cfg, cache, Limits(), tmp_path, True)
+           for name in ("swap.npy", "first.npy", "second.npy")}
+    assert torch.equal(got["first.npy"][0], torch.from_numpy(first))
+    assert torch.equal(got["second.npy"][0], torch.from_numpy(second))
+    swapped, key = got["swap.npy"]
+    same = "first.npy" if torch.equal(swapped, torch.from_numpy(first)) else "second.npy"
+    assert torch.equal(swapped, got[same][0]) and key == got[same][1]  # one file, one key
+    stat = os.stat(tmp_path / same)
+    assert key == ("file", (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))

@@ -147,9 +147,12 @@ def test_health_ready_and_metrics_move(server, engine):
     (b'{"queries": []}', '{"requests": [...]}'),
     (b'[{"requests": []}]', '{"requests": [...]}'),
     (b'{"requests": {"id": 1}}', '{"requests": [...]}'),
-    (b'{"requests": [NaN]}', "NaN is not a JSON number"),
-    (b"[" * 100_000, "nested too deeply"),
-    (b'{"requests": ["\xff"]}', "not valid UTF-8"),
+    (b"[" * 100_000, '{"requests": [...]}'),
+    (b'{"requests": [1, 2', "not valid JSON"),
+    (b'{"requests": [{"a": "]}', "unterminated string"),
+    (b'{"requests": []} []', "extra data"),
+    (b'{"requests": [], "requests": []}', "given twice"),
+    (b'{"\xff": 1, "requests": []}', "not valid UTF-8"),
 ])
 def test_malformed_bodies_are_400(server, body, message):
     response = post(server, body)
@@ -358,6 +361,10 @@ def test_a_checkpoint_that_fails_to_load_stops_the_server_with_exit_2(tmp_path):
     (["--checkpoint", "{ckpt}", "--replicas", "2"], "need --ray"),
     (["--checkpoint", "{ckpt}", "--port", "70000"], "--port"),
     (["--checkpoint", "{ckpt}", "--max-body-mb", "0"], "--max-body-mb"),
+    (["--checkpoint", "{ckpt}", "--max-bodies-mb", "8"], "--max-bodies-mb must be in [--max-body-mb"),
+    (["--checkpoint", "{ckpt}", "--header-timeout", "0"], "--header-timeout must be in (0, 86400]"),
+    (["--checkpoint", "{ckpt}", "--shutdown-timeout", "-1"], "--shutdown-timeout must be in (0, 86400]"),
+    (["--checkpoint", "{ckpt}", "--max-connections", "0"], "--max-connections"),
 ])
 def test_bad_options_are_one_line_exit_2(serve_files, tmp_path, args, message):
     result = run_cli("serve", *[a.format(tmp=tmp_path, ckpt=serve_files[0]) for a in args])
@@ -388,6 +395,7 @@ def test_ready_says_when_loading_failed_without_details():
 
     for failure, status in ((None, "loading"), (UsageError("/secret/path.safetensors: bad"),
                                                  "failed to load the model (see the server's log)")):
-        service = SimpleNamespace(settings=ServeSettings("unused.safetensors"), metrics=ServiceMetrics(), ready=False, failure=failure)
+        service = SimpleNamespace(settings=ServeSettings("unused.safetensors"), metrics=ServiceMetrics(), ready=False,
+                                  failure=failure)
         response = asyncio.run(get_ready(service))
         assert (response.status_code, response.json()) == (503, {"status": status})

@@ -7,8 +7,8 @@ from typing import Hashable, Iterable, Sequence
 
 from reference.embedding import MIN_CHAR_WIDTH
 
-CLIP_STEPS = ((64, 16), (128, 32))  # (up to this many clips, round up to a multiple of this); 64 above
-MIN_WORDS = 8  # query lengths round up to a power of two, at least this
+MIN_CLIPS = 16  # clip counts round up to a power of two, at least this (capped at max_pos_len)
+MIN_WORDS = 16  # query lengths round up to a power of two, at least this
 MIN_CHARS = 8  # char widths round up to a power of two, at least this
 MERGE_WORDS = 2  # word buckets up to this factor apart (and their chars) run as one batch
 # Coarse length buckets for compiled localizers (a TensorRT profile or a CUDA graph each): clips
@@ -20,19 +20,18 @@ def round_up(value: int, step: int) -> int:
     return -(-value // step) * step
 
 
-def clip_bucket(num_clips: int, max_pos_len: int) -> int:
-    """Padded clip count for a video of `num_clips` clips: a multiple of 16 up to 64 clips, of 32 up
-    to 128 and of 64 above (padding costs at most a third), capped at max_pos_len."""
-    step = next((step for limit, step in CLIP_STEPS if num_clips <= limit), 64)
-    return min(round_up(num_clips, step), max_pos_len)
-
-
 def power_of_two_bucket(value: int, smallest: int) -> int:
     """The next power of two of `value`, at least `smallest` (itself a power of two)."""
     size = smallest
     while size < value:
         size *= 2
     return size
+
+
+def clip_bucket(num_clips: int, max_pos_len: int) -> int:
+    """Padded clip count for a video of `num_clips` clips: the next power of two, at least MIN_CLIPS,
+    capped at max_pos_len (most videos of a dataset reach its max_pos_len after down-sampling)."""
+    return min(power_of_two_bucket(num_clips, MIN_CLIPS), max_pos_len)
 
 
 def word_bucket(num_words: int, max_pos_len: int) -> int:

@@ -16,21 +16,24 @@ def plan_for(dataset: str, max_batch: int = 64, max_word_chars: int = 64, **over
 
 def test_buckets_of_the_presets_by_hand():
     charades = plan_for("charades")  # 64 clips
-    assert charades.clips == (16, 32, 48, 64) and charades.words == (8, 16, 32, 64)
+    assert charades.clips == (16, 32, 64) and charades.words == (16, 32, 64)
     assert charades.chars == (8, 16, 32, 64) and charades.batches == (1, 4, 16, 64)
-    activitynet = plan_for("activitynet")  # 100 clips: 16-steps to 64, then 96, then the cap
-    assert activitynet.clips == (16, 32, 48, 64, 96, 100) and activitynet.words == (8, 16, 32, 64, 100)
+    assert len(charades) == 3 + 3 * 4 + 4 * 3 * 3 == 51
+    activitynet = plan_for("activitynet")  # 100 clips: powers of two, then the cap
+    assert activitynet.clips == (16, 32, 64, 100) and activitynet.words == (16, 32, 64, 100)
+    assert len(activitynet) == 4 + 4 * 4 + 4 * 4 * 4 == 84
     tacos = plan_for("tacos")
-    assert tacos.clips == (16, 32, 48, 64, 96, 128, 192, 256) and tacos.words == (8, 16, 32, 64, 128, 256)
+    assert tacos.clips == (16, 32, 64, 128, 256) and tacos.words == (16, 32, 64, 128, 256)
+    assert len(tacos) == 5 + 5 * 4 + 4 * 5 * 5 == 125
 
 
-def test_the_demo_checkpoints_plan_has_38_shapes():
-    """The demo model (32 clips) served with max_batch 64: 2 video + 3x4 query + 4x2x3 cross shapes."""
+def test_the_demo_checkpoints_plan_has_26_shapes():
+    """The demo model (32 clips) served with max_batch 64: 2 video + 2x4 query + 4x2x2 cross shapes."""
     plan = plan_for("charades", max_pos_len=32)
     assert plan.video_shapes() == [(1, 16), (1, 32)]
-    assert plan.query_shapes() == [(1, m, w) for m in (8, 16, 32) for w in (8, 16, 32, 64)]
-    assert plan.cross_shapes() == [(b, n, m) for b in (1, 4, 16, 64) for n in (16, 32) for m in (8, 16, 32)]
-    assert len(plan) == 2 + 12 + 24 == 38
+    assert plan.query_shapes() == [(1, m, w) for m in (16, 32) for w in (8, 16, 32, 64)]
+    assert plan.cross_shapes() == [(b, n, m) for b in (1, 4, 16, 64) for n in (16, 32) for m in (16, 32)]
+    assert len(plan) == 2 + 8 + 16 == 26
 
 
 @pytest.mark.parametrize("max_batch, batches", [(1, (1,)), (2, (1, 2)), (4, (1, 4)), (5, (1, 4, 5)),

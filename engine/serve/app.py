@@ -29,8 +29,8 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
     Starting the app starts loading the model in the background; stopping it drains the batcher."""
     settings, metrics = service.settings, service.metrics
     extra_headers = {"X-SeqPAN-Replica": replica} if replica is not None else {}
-    page = Page(settings)  # the web page at / and the routes it needs; serves `video` entries
     budget = BodyBudget(settings.max_bodies_bytes)
+    page = Page(settings, budget)  # the web page at / and the routes it needs; serves `video` entries
 
     def respond(route: str, status: int, payload=None, headers=None, body: bytes | None = None,
                 media_type: str = "application/json") -> Response:

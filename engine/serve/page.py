@@ -33,7 +33,7 @@ from ..data.dataset import read_durations
 from ..data.features import open_feature_file
 from ..errors import RequestError
 from ..requests import GroundingRequest, GroundingResult, parse_json
-from .guards import Refusal, check_bearer, read_body
+from .guards import BodyBudget, Refusal, check_bearer, read_body
 from .library import VIDEO_REFUSED, VideoLibrary, VideoRefused, feature_listing
 from .ranges import file_response
 from .settings import ServeSettings
@@ -56,8 +56,8 @@ def json_response(status: int, payload, headers: dict[str, str] | None = None) -
 class Page:
     """The page's routes (`routes`) and the hook that serves `video` entries of POST /v1/ground."""
 
-    def __init__(self, settings: ServeSettings):
-        self.settings = settings
+    def __init__(self, settings: ServeSettings, budget: BodyBudget):
+        self.settings, self.budget = settings, budget  # the app's budget of bodies held at once
         self.durations = read_durations(settings.durations) if settings.durations is not None else {}
         self.library = VideoLibrary(settings.videos, settings.i3d, settings.preset, settings.device) \
             if settings.videos is not None else None
@@ -135,10 +135,13 @@ class Page:
     async def extract(self, request: Request) -> Response:
         try:
             check_bearer(request, self.settings.api_key)
+            claim = self.budget.claim()
             try:
-                body = parse_json(await read_body(request, MAX_EXTRACT_BODY))
+                body = parse_json(await read_body(request, MAX_EXTRACT_BODY, claim))
             except RequestError as err:
                 return json_response(400, {"error": f"body: {err}"})
+            finally:
+                claim.release()
             if not isinstance(body, dict) or "video" not in body:
                 return json_response(400, {"error": 'body must be a JSON object {"video": NAME}'})
             if self.library is None:

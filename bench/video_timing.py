@@ -5,9 +5,9 @@ way), in one process on the same windows, the batch sizes interleaved within eac
         [--window 16] [--windows 8] [--repeats 3] [--cuda-graphs off|on|both] [--video-frames N] --out F.json
 
 With `--side-by-side` (CPU) it times whole pipelines instead, each in its own block (the machine's
-load recorded before and after each) on generated 320x240 30 fps MPEG-4 videos of `--seconds`
-(Charades preset): the original (the ffmpeg command line writing JPEG files, OpenCV reading them,
-eager I3D window by window), the engine with eager torch (windows batched) and the engine with I3D
+load recorded before and after each) on generated 320x240 30 fps videos of `--seconds` (Charades
+preset; `--codec`, default H.264): the original (the ffmpeg command line writing JPEG files, OpenCV
+reading them, eager I3D window by window), the engine with eager torch (windows batched) and the engine with I3D
 compiled by OpenVINO in f32 and bf16; end to end and network only (the same windows, preprocessed
 beforehand), the features' error against the original's, the grounding answers bf16 changes, and
 startup (import, weights, compile or cache load) in fresh processes.
@@ -109,12 +109,15 @@ def main(argv=None) -> int:
     parser.add_argument("--pipelines", help="with --side-by-side: comma list of original, eager, openvino-fp32, "
                         "openvino-bf16 (default: all)")
     parser.add_argument("--seconds", default="10,40", help="with --side-by-side: video lengths, comma list")
+    parser.add_argument("--codec", default="libx264", help="with --side-by-side: the videos' codec (mpeg4: "
+                        "Debian's ffmpeg and PyAV's libavcodec decode it differently by a little)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if args.side_by_side:
         from bench.video_pipelines import side_by_side
 
-        result = side_by_side(args.pipelines and args.pipelines.split(","), [int(s) for s in args.seconds.split(",")], args.repeats)
+        pipelines = args.pipelines.split(",") if args.pipelines else None
+        result = side_by_side(pipelines, [int(s) for s in args.seconds.split(",")], args.repeats, args.codec)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"env": machine(torch.device("cpu")), **result}, indent=1) + "\n")
         return 0

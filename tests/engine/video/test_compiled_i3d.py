@@ -43,7 +43,7 @@ def test_every_key_field_changes_the_digest():
     assert set(changed) == {f.name for f in dataclasses.fields(I3dKey)}
     digests = {key.digest()} | {dataclasses.replace(key, **{name: value}).digest() for name, value in changed.items()}
     assert len(digests) == 1 + len(changed)
-    assert dataclasses.replace(key, shape=(24, 8)).digest() != key.digest()  # windows and frames are not interchangeable
+    assert dataclasses.replace(key, shape=(24, 8)).digest() != key.digest()  # windows and frames differ
 
 
 def test_weights_hash_changes_with_any_weight(model):

@@ -136,3 +136,15 @@ def test_an_interrupted_folder_run_resumes(tmp_path, i3d_weights, monkeypatch):
     expected = extract.make_extractor(i3d_weights, "charades", device="cpu", batch_size=1).extract(folder / "b.mp4")
     assert sorted(p.name for p in out.iterdir()) == ["a.npy", "b.npy", "c.npy"]
     assert np.array_equal(np.load(out / "b.npy"), expected)
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--runtime", "eager", "--precision", "bf16"], "eager I3D in bf16 needs a CUDA device"),
+    (["--runtime", "openvino", "--precision", "fp16"], "runs fp32 or bf16, not 'fp16'"),
+])
+def test_extract_features_runtime_and_precision_that_do_not_fit(video_clip, tmp_path, i3d_weights, extra, words):
+    pytest.importorskip("openvino", reason="the compiled I3D needs OpenVINO")
+    _, video, _ = video_clip
+    proc = run_cli("extract-features", "--i3d", str(i3d_weights), "--preset", "charades", "--video", str(video),
+                   "--out", str(tmp_path / "o.npy"), "--device", "cpu", *extra)
+    assert proc.returncode == 2 and words in proc.stderr.splitlines()[-1] and not (tmp_path / "o.npy").exists()

@@ -9,6 +9,7 @@ import torch
 
 pytest.importorskip("openvino", reason="the compiled I3D needs OpenVINO")
 
+from engine.compile.openvino_backend import core
 from engine.video.compiled_i3d import CompiledWindowRunner, I3dKey, i3d_hash
 from engine.video.runner import WindowRunner
 from engine.video.weights import random_i3d
@@ -79,3 +80,16 @@ def test_disk_cache_is_reused_and_stale_or_corrupt_entries_are_rebuilt(model, tm
     other_weights = random_i3d(1)
     assert CompiledWindowRunner(other_weights, "fp32", cache_dir=tmp_path).key((1, 9)) != again.key((1, 9))
     assert len(list(tmp_path.glob("*.engine"))) == 1  # each rebuild replaced the bad entry
+
+
+def test_the_cpu_runs_the_compiled_i3d_unless_told_eager(model, tmp_path):
+    from engine.video.extract import make_runner
+
+    default = make_runner(model, "cpu", cache_dir=tmp_path)
+    assert isinstance(default, CompiledWindowRunner) and default.precision == "f32"
+    assert isinstance(make_runner(model, "cpu", runtime="eager"), WindowRunner)
+    has_bf16 = "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    bf16 = make_runner(model, "cpu", "bf16", cache_dir=tmp_path)
+    assert bf16.config["INFERENCE_PRECISION_HINT"] == ("bf16" if has_bf16 else "f32")  # f32 without bf16 units
+    with pytest.raises(ValueError, match="unknown I3D runtime 'onnx'"):
+        make_runner(model, "cpu", runtime="onnx")

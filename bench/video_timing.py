@@ -4,6 +4,14 @@ way), in one process on the same windows, the batch sizes interleaved within eac
     python -m bench.video_timing [--device cpu|cuda] [--precisions fp32,bf16] [--batch-sizes 1,8]
         [--window 16] [--windows 8] [--repeats 3] [--cuda-graphs off|on|both] [--video-frames N] --out F.json
 
+With `--side-by-side` (CPU) it times whole pipelines instead, each in its own block (the machine's
+load recorded before and after each) on generated 320x240 30 fps videos of `--seconds` (Charades
+preset; `--codec`, default H.264): the original (the ffmpeg command line writing JPEG files, OpenCV
+reading them, eager I3D window by window), the engine with eager torch (windows batched) and the engine with I3D
+compiled by OpenVINO in f32 and bf16; end to end and network only (the same windows, preprocessed
+beforehand), the features' error against the original's, the grounding answers bf16 changes, and
+startup (import, weights, compile or cache load) in fresh processes.
+
 `model` rows time the I3D runner on preprocessed windows (random crops: the time does not depend on
 the pixels, nor on the He-scaled random weights). `video` rows time the whole path on a generated
 320x240 video: decoding, the JPEG round trip, preprocessing and I3D (needs `av` and `cv2`; skipped
@@ -97,8 +105,22 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cuda-graphs", choices=("off", "on", "both"), default="off")
     parser.add_argument("--video-frames", type=int, default=0, help="also time a generated video of N frames")
+    parser.add_argument("--side-by-side", action="store_true", help="time whole pipelines (see above)")
+    parser.add_argument("--pipelines", help="with --side-by-side: comma list of original, eager, openvino-fp32, "
+                        "openvino-bf16 (default: all)")
+    parser.add_argument("--seconds", default="10,40", help="with --side-by-side: video lengths, comma list")
+    parser.add_argument("--codec", default="libx264", help="with --side-by-side: the videos' codec (mpeg4: "
+                        "Debian's ffmpeg and PyAV's libavcodec decode it differently by a little)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.side_by_side:
+        from bench.video_pipelines import side_by_side
+
+        pipelines = args.pipelines.split(",") if args.pipelines else None
+        result = side_by_side(pipelines, [int(s) for s in args.seconds.split(",")], args.repeats, args.codec)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"env": machine(torch.device("cpu")), **result}, indent=1) + "\n")
+        return 0
     device = torch.device(args.device)
     precisions = (args.precisions or ("fp32,bf16" if device.type == "cuda" else "fp32")).split(",")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]

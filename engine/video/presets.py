@@ -39,6 +39,7 @@ PRESETS = {
 }
 CROP = 224  # centre crop fed to I3D
 FRAME_MODES = ("jpeg", "direct")  # through the original's JPEG files, or decoded frames as they are
+RUNTIMES = ("auto", "openvino", "eager")  # I3D's: auto is OpenVINO on the CPU when it imports, else eager torch
 
 
 def get_preset(name: str) -> Preset:

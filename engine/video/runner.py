@@ -25,7 +25,8 @@ class WindowRunner:
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
         if precision in ("bf16", "fp16", "tf32") and not self.cuda:
-            raise VideoError(f"precision {precision} needs a CUDA device; the CPU runs fp32")
+            raise VideoError(f"eager I3D in {precision} needs a CUDA device; on the CPU, bf16 runs on the "
+                             "openvino runtime (--runtime openvino)")
         self.precision, self.dtype = precision, PRECISIONS[precision].dtype
         self.memory_format = torch.channels_last_3d if self.cuda else torch.contiguous_format
         self.model = model.eval().to(self.device, self.dtype, memory_format=self.memory_format) \

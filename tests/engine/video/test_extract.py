@@ -4,6 +4,8 @@ import pytest
 pytest.importorskip("av", reason="the video path needs PyAV (pip install -e '.[video]')")
 pytest.importorskip("cv2", reason="the video path needs OpenCV (pip install -e '.[video]')")
 
+import itertools
+import time
 from dataclasses import replace
 
 import av
@@ -17,7 +19,7 @@ from engine.video.runner import WindowRunner
 from engine.video.weights import random_i3d
 from engine.video.windows import plan_windows
 
-from .videos import write_video
+from .videos import failing_video, write_video
 
 
 class WindowSummary:
@@ -88,3 +90,55 @@ def test_short_and_empty_videos_are_clear_errors(tmp_path):
         container.start_encoding()
     with pytest.raises(VideoError, match="empty.mkv: not a readable video file"):
         extractor.extract(tmp_path / "empty.mkv")
+
+
+def test_compiled_extraction_equals_eager_over_videos_of_several_lengths(tmp_path):
+    pytest.importorskip("openvino", reason="the compiled I3D needs OpenVINO")
+    from engine.video.compiled_i3d import CompiledWindowRunner
+
+    preset = replace(PRESETS["activitynet"], window=9)
+    # 11 frames: windows [0, 9), [1, 10); 21 frames: [0, 9), [9, 18), [11, 20); by 2: batches of 2, 2, 1
+    videos = [write_video(tmp_path / "a.mp4", 11, 96, 72), write_video(tmp_path / "b.mp4", 21, 80, 64)]
+    model = random_i3d(0)
+    compiled = CompiledWindowRunner(model, cache_dir=tmp_path / "cache")
+    got = dict(FeatureExtractor(compiled, preset, batch_size=2).extract_many(videos))
+    expected = dict(FeatureExtractor(WindowRunner(model), preset, batch_size=2).extract_many(videos))
+    assert set(compiled.status) == {(2, 9), (1, 9)}  # the last batch is partial
+    for path, rows in ((videos[0], 2), (videos[1], 3)):
+        assert got[path].shape == expected[path].shape == (rows, 1024)
+        assert np.linalg.norm(got[path] - expected[path]) / np.linalg.norm(expected[path]) < 1e-5
+
+
+def test_a_video_failing_mid_decode_is_its_error_alone(tmp_path):
+    preset = replace(PRESETS["charades"], window=9)
+    good = [write_video(tmp_path / "a.mp4", 40, rate=24), write_video(tmp_path / "c.mp4", 30, rate=24)]
+    broken = failing_video(tmp_path / "b.avi", 80)
+    assert sum(1 for _ in itertools.islice(video_crops(broken, preset), 20)) == 20  # its first windows decode
+    runner = WindowSummary()
+    results = dict(FeatureExtractor(runner, preset, batch_size=4).extract_many([good[0], broken, good[1]]))
+    assert isinstance(results[broken], VideoError) and "b.avi: decoding failed" in str(results[broken])
+    assert "\n" not in str(results[broken])
+    for path in good:  # windows of the broken video that were queued with theirs changed nothing
+        assert np.array_equal(results[path], window_by_window(path, preset, WindowSummary()))
+
+
+def test_the_producer_decodes_ahead_while_the_network_runs_bounded_by_its_buffer(tmp_path):
+    preset = replace(PRESETS["charades"], window=9)  # window k is frames [9k, 9k + 9), known at frame 9k + 10
+    video = write_video(tmp_path / "v.mp4", 60, rate=24)
+    decoded, at_forward = [], []
+
+    class Slow(WindowSummary):
+        def __call__(self, windows):
+            if not at_forward:  # the first forward waits until the producer can go no further
+                deadline = time.monotonic() + 10
+                while len(decoded) < 37 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                time.sleep(0.2)
+                at_forward.append(len(decoded))
+            return super().__call__(windows)
+
+    extractor = FeatureExtractor(Slow(), preset, batch_size=1, buffer=2)
+    extractor.on_frame = lambda: decoded.append(1)
+    assert np.array_equal(extractor.extract(video), window_by_window(video, preset, WindowSummary()))
+    # while window 0 runs: windows 1 and 2 in the buffer, window 3 (done at frame 37) waiting for room
+    assert at_forward == [37] and len(decoded) == 60

@@ -62,7 +62,8 @@ class GroundingEngine:
     `max_batch` and `limits.max_word_chars`), so the shapes it compiles are known and few;
     `warm_up()` compiles (or captures) them all, after which no request waits for a compile.
     A query's tokens and its encoding are kept per text (`query_cache` entries, least recently used
-    dropped), so a repeated query skips tokenizing and the query encoder.
+    dropped), so a repeated query skips tokenizing and the query encoder; a `.npy` file's features
+    are kept under the file's identity (`feature_cache` files; a changed file is read again).
 
     On CPU it runs fp32 by default on the openvino backend (every stage compiled by OpenVINO; the
     reference when OpenVINO does not import). On CUDA it runs bf16 by default and replays one CUDA
@@ -79,7 +80,8 @@ class GroundingEngine:
                  max_batch: int = 64, cuda_graphs: bool | None = None,
                  video_source: Callable[[str | Path], tuple[np.ndarray, float]] | None = None,
                  features_root: str | Path | None = None, allow_feature_paths: bool = True,
-                 limits: Limits | None = None, backend_options: dict | None = None, query_cache: int = 4096):
+                 limits: Limits | None = None, backend_options: dict | None = None, query_cache: int = 4096,
+                 feature_cache: int = 256):
         if precision not in PRECISIONS:
             raise BackendError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
@@ -108,6 +110,7 @@ class GroundingEngine:
                                                                           self.backend_name), graphs)
         self.tokens: LRU[str, QueryTokens] = LRU(query_cache)
         self.encoded_queries: LRU[str, torch.Tensor] = LRU(query_cache)
+        self.feature_files: LRU[Hashable, torch.Tensor] = LRU(feature_cache)  # by file identity
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto",
@@ -148,7 +151,8 @@ class GroundingEngine:
             request = dataclasses.replace(request, features=features, video=None,
                                           duration=duration if request.duration is None else request.duration)
         return prepare_request(request, self.cfg, self.word_dict, self.char_dict, {} if cache is None else cache,
-                               self.limits, self.features_root, self.allow_feature_paths, self.query_tokens)
+                               self.limits, self.features_root, self.allow_feature_paths, self.query_tokens,
+                               self.feature_files)
 
     def query_tokens(self, text: str) -> QueryTokens:
         """The tokens of a checked query text (kept per text)."""

@@ -21,6 +21,7 @@ from .data.features import FeatureError, file_identity, load_features, open_feat
 from .data.text import encode, tokenize
 from .errors import RequestError
 from .limits import Limits
+from .lru import LRU
 
 DEFAULT_LIMITS = Limits()
 PATHS_REFUSED = "features must be given inline (an array or a nested list of numbers): this engine reads no paths"
@@ -271,21 +272,27 @@ class Prepared:
 
 
 def video_features(features: Any, video_id: str | None, cfg: SeqPANConfig, cache: dict[Hashable, torch.Tensor],
-                   limits: Limits, features_root: str | Path | None,
-                   allow_feature_paths: bool) -> tuple[torch.Tensor, Hashable]:
+                   limits: Limits, features_root: str | Path | None, allow_feature_paths: bool,
+                   files: LRU | None = None) -> tuple[torch.Tensor, Hashable]:
     """A request's down-sampled features and its video key. A file or object seen before in this
     call is loaded once; requests with the same `video_id` share a key only when their features
     are equal, so no request is ever answered with another's video. A file is opened once and
     keyed by that open file's identity (device, inode, size, modification time): a path or link
-    swapped meanwhile cannot give one request another file's features."""
+    swapped meanwhile cannot give one request another file's features. `files`, when given, keeps
+    files' features across calls under that identity (a file that changes gets a new one)."""
     if isinstance(features, (str, os.PathLike)):
         if not allow_feature_paths:
             raise RequestError(PATHS_REFUSED)
         with open_features(features, features_root) as f:
             source: Hashable = ("file", file_identity(f))
-            if source not in cache:  # errors name the caller's path
-                cache[source] = _sampled(read_features(f, repr(str(features)), cfg.visual_dim, limits.max_clips,
-                                                       limits.max_feature_bytes), cfg)
+            if source not in cache:
+                kept = files.get(source) if files is not None else None
+                if kept is None:  # errors name the caller's path
+                    kept = _sampled(read_features(f, repr(str(features)), cfg.visual_dim, limits.max_clips,
+                                                  limits.max_feature_bytes), cfg)
+                    if files is not None:
+                        files.put(source, kept)
+                cache[source] = kept
     else:
         source = ("object", id(features))
         if source not in cache:
@@ -308,10 +315,11 @@ def _sampled(features: np.ndarray, cfg: SeqPANConfig) -> torch.Tensor:
 def prepare_request(request: GroundingRequest, cfg: SeqPANConfig, word_dict: dict[str, int],
                     char_dict: dict[str, int], cache: dict[Hashable, torch.Tensor], limits: Limits = DEFAULT_LIMITS,
                     features_root: str | Path | None = None, allow_feature_paths: bool = True,
-                    tokens: Callable[[str], QueryTokens] | None = None) -> Prepared:
+                    tokens: Callable[[str], QueryTokens] | None = None, files: LRU | None = None) -> Prepared:
     """Check one request and turn it into model inputs; raises RequestError. `cache` maps video
     keys to down-sampled features, so a video shared by several requests is loaded once; `tokens`
-    (default `tokenize_query`) gives a query's tokens, e.g. from a cache of them."""
+    (default `tokenize_query`) gives a query's tokens, e.g. from a cache of them; `files` keeps
+    feature files across calls (see `video_features`)."""
     if not isinstance(request, GroundingRequest):
         raise RequestError(f"expected a GroundingRequest, got {type(request).__name__}")
     duration = check_duration(request.duration, limits)
@@ -325,7 +333,7 @@ def prepare_request(request: GroundingRequest, cfg: SeqPANConfig, word_dict: dic
                            f"{limits.max_word_chars}")
     try:
         feats, key = video_features(request.features, video_id, cfg, cache, limits, features_root,
-                                    allow_feature_paths)
+                                    allow_feature_paths, files)
     except FeatureError as err:
         raise RequestError(str(err)) from None
     noise = None

@@ -1,0 +1,66 @@
+"""What the engine keeps between calls: a query's tokens and encoding per text, a feature file's
+features per file identity. Answers with the caches equal those without, bitwise; a changed file is
+read again."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from engine import GroundingEngine, GroundingRequest
+from reference.testing import random_model
+from tests.helpers import small_config
+
+CFG = small_config(max_pos_len=32)
+MODEL = random_model(CFG, seed=3)
+WORDS = ["person", "opens", "the", "door", "a", "sits", "on", "chair"]
+WORD_DICT = {"<PAD>": 0, "<UNK>": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
+CHAR_DICT = {"<PAD>": 0, "<UNK>": 1, **{c: i + 2 for i, c in enumerate("abcdefghijklmnopqrstuvwxyz")}}
+
+
+def counting(engine: GroundingEngine) -> dict[str, int]:
+    """Calls of each stage of `engine` from now on."""
+    calls = {"video": 0, "query": 0, "cross": 0}
+    run = engine.step.run
+
+    def counted(name, *inputs):
+        calls[name] += 1
+        return run(name, *inputs)
+
+    engine.step.run = counted
+    return calls
+
+
+def test_a_repeated_query_skips_the_query_stage_with_bitwise_equal_answers():
+    rng = np.random.default_rng(0)
+    videos = [rng.standard_normal((n, CFG.visual_dim)).astype(np.float32) for n in (5, 32, 40)]
+    queries = ["person opens the door", "a person sits on a chair", "the door"]
+    requests = [GroundingRequest(videos[i % 3], queries[i % 2 if i < 4 else 2], 20.0, id=i) for i in range(6)]
+    cached = GroundingEngine(MODEL, WORD_DICT, CHAR_DICT, device="cpu", backend="reference")
+    uncached = GroundingEngine(MODEL, WORD_DICT, CHAR_DICT, device="cpu", backend="reference", query_cache=0)
+    calls = counting(cached)
+    first = [r.to_json() for r in cached.ground(requests)]
+    assert calls["query"] == 3  # one per distinct text
+    second = [r.to_json() for r in cached.ground(requests[::-1])]
+    assert calls["query"] == 3 and len(cached.encoded_queries) == 3
+    expected = [r.to_json() for r in uncached.ground(requests)]
+    assert first == expected and second == expected[::-1]
+
+
+def test_a_feature_file_is_read_once_across_calls_and_again_when_it_changes(tmp_path):
+    path = tmp_path / "v.npy"
+    rng = np.random.default_rng(1)
+    np.save(path, rng.standard_normal((20, CFG.visual_dim)).astype(np.float32))
+    engine = GroundingEngine(MODEL, WORD_DICT, CHAR_DICT, device="cpu", backend="reference")
+    request = GroundingRequest(str(path), "person opens the door", 20.0)
+    before = engine.ground([request])[0]
+    assert len(engine.feature_files) == 1 and engine.feature_files.misses == 1
+    assert engine.ground([request])[0].to_json() == before.to_json() and engine.feature_files.hits == 1
+    changed = rng.standard_normal((20, CFG.visual_dim)).astype(np.float32) * 3
+    np.save(path, changed)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a later modification time, as a rewrite gives
+    after = engine.ground([request])[0]
+    fresh = GroundingEngine(MODEL, WORD_DICT, CHAR_DICT, device="cpu", backend="reference", feature_cache=0)
+    assert after.to_json() == fresh.ground([GroundingRequest(changed, "person opens the door", 20.0)])[0].to_json()
+    assert len(engine.feature_files) == 2  # the old identity stays until it is the least recently used

@@ -124,7 +124,7 @@ class Bench:
         notes = [
             ("reference-* and hand-export rows time one forward on ready id tensors (on the device); engine-* "
              "rows time GroundingEngine.ground(requests) end to end (arrays and query strings in, results out; "
-             "the engine's query cache off: every query new to it); engine-*-step rows time GroundingEngine."
+             "the engine's query and video caches off: every query and video new to it); engine-*-step rows time GroundingEngine."
              "run_batch over the same batches, on requests prepared beforehand (the step and its batch assembly)"),
             ("workloads: real queries in file order from engine/data; synthesized N(0, 1) clip features (seeded); "
              "random weights; vocabulary built from the workload's queries"),
@@ -208,7 +208,7 @@ class Bench:
         """The batcher and shared-video sections, on the engine-auto engine at the first precision."""
         engine = GroundingEngine(subject.model, *subject.vocab, device=self.opts.device,
                                  precision=self.opts.precisions[0], backend="auto",
-                                 max_batch=max(self.opts.shared_batch, BATCHER["max_batch"]))
+                                 max_batch=max(self.opts.shared_batch, BATCHER["max_batch"]), video_cache=0)
         if "batcher" in sections:
             self.results.setdefault("batcher", []).extend(self.batcher(engine, subject.workload))
         if "shared_video" in sections:
@@ -237,7 +237,7 @@ class Bench:
             return prepare, warmup
         name = backend.removeprefix("engine-").removesuffix(STEP_SUFFIX)
         engine = GroundingEngine(model, *vocab, device=opts.device, precision=precision, backend=name,
-                                 max_batch=max(opts.batch_sizes), query_cache=0)
+                                 max_batch=max(opts.batch_sizes), query_cache=0, video_cache=0)
         note = f"engine-auto runs the {engine.backend_name} backend here"
         if name == "auto" and note not in self.results["env"]["notes"]:
             self.results["env"]["notes"].append(note)

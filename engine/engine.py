@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 from pathlib import Path
@@ -63,7 +64,10 @@ class GroundingEngine:
     `warm_up()` compiles (or captures) them all, after which no request waits for a compile.
     A query's tokens and its encoding are kept per text (`query_cache` entries, least recently used
     dropped), so a repeated query skips tokenizing and the query encoder; a `.npy` file's features
-    are kept under the file's identity (`feature_cache` files; a changed file is read again).
+    are kept under the file's identity (`feature_cache` files; a changed file is read again), and a
+    video's encoding under its file's identity or its features' SHA-256 (`video_cache` videos), so
+    a query on a recently seen video skips the video encoder. Each stage runs every item alone, so
+    a kept result is bitwise the one it would compute again.
 
     On CPU it runs fp32 by default on the openvino backend (every stage compiled by OpenVINO; the
     reference when OpenVINO does not import). On CUDA it runs bf16 by default and replays one CUDA
@@ -81,7 +85,7 @@ class GroundingEngine:
                  video_source: Callable[[str | Path], tuple[np.ndarray, float]] | None = None,
                  features_root: str | Path | None = None, allow_feature_paths: bool = True,
                  limits: Limits | None = None, backend_options: dict | None = None, query_cache: int = 4096,
-                 feature_cache: int = 256):
+                 feature_cache: int = 256, video_cache: int = 256):
         if precision not in PRECISIONS:
             raise BackendError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
@@ -111,6 +115,7 @@ class GroundingEngine:
         self.tokens: LRU[str, QueryTokens] = LRU(query_cache)
         self.encoded_queries: LRU[str, torch.Tensor] = LRU(query_cache)
         self.feature_files: LRU[Hashable, torch.Tensor] = LRU(feature_cache)  # by file identity
+        self.encoded_videos: LRU[Hashable, torch.Tensor] = LRU(video_cache)  # by file identity or content
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto",
@@ -216,7 +221,7 @@ class GroundingEngine:
         videos: dict[Hashable, torch.Tensor] = {}
         for p in items:
             if p.video_key not in videos:
-                videos[p.video_key] = self.encode_video(p.features, n)
+                videos[p.video_key] = self.encoded_video(p, n)
         v = cat_rows([videos[p.video_key] for p in items])
         q = pad_queries([self.encode_query(p.query) for p in items], m)
         video_len = torch.from_numpy(np.array([p.features.shape[0] for p in items]))
@@ -255,6 +260,17 @@ class GroundingEngine:
                                        for k, (a, b, span_prob) in enumerate(spans)]
         return results
 
+    def encoded_video(self, p: Prepared, clips: int) -> torch.Tensor:
+        """The video stage's output for `p`'s video: kept (`video_cache`) under its file's identity or
+        the SHA-256 of its features, so that no other video can share it."""
+        if self.encoded_videos.capacity == 0:
+            return self.encode_video(p.features, clips)
+        key = p.video_key if p.video_key[0] == "file" else content_key(p.features)
+        encoded = self.encoded_videos.get(key)
+        if encoded is None:
+            encoded = self.encoded_videos.put(key, self.encode_video(p.features, clips))
+        return encoded
+
     def encode_video(self, features: torch.Tensor, clips: int) -> torch.Tensor:
         """The video stage on one video's features, padded to `clips`: [1, clips, dim]."""
         video = np.zeros((1, clips, self.cfg.visual_dim), np.float32)
@@ -275,6 +291,12 @@ class GroundingEngine:
     def _moment(s: int, e: int, score: float, p: Prepared) -> dict:
         t0, t1 = index_to_time(s, e, p.features.shape[0], p.duration)
         return {"start": float(t0), "end": float(t1), "start_index": s, "end_index": e, "score": score}
+
+
+def content_key(features: torch.Tensor) -> tuple:
+    """A key naming `features` by content: their shape and the SHA-256 of their float32 bytes."""
+    data = np.ascontiguousarray(features.numpy())
+    return ("sha256", data.shape, hashlib.sha256(memoryview(data).cast("B")).digest())
 
 
 def on_numpy(t: torch.Tensor) -> bool:

@@ -140,7 +140,7 @@ def test_shared_video_is_encoded_once_per_batch(tmp_path, monkeypatch, backend):
         "one id, two videos": ([GroundingRequest(v, q, 30.0, video_id="v1")
                                 for v, q in zip([video.copy(), other, video.copy(), other], queries)], 2),
     }
-    engine = make_engine(backend=backend)
+    engine = make_engine(backend=backend, video_cache=0)  # per batch: nothing kept from one call to the next
     encoded = count_encoded_videos(engine, monkeypatch)
     for name, (requests, videos) in groups.items():
         encoded.clear()

@@ -64,3 +64,31 @@ def test_a_feature_file_is_read_once_across_calls_and_again_when_it_changes(tmp_
     fresh = GroundingEngine(MODEL, WORD_DICT, CHAR_DICT, device="cpu", backend="reference", feature_cache=0)
     assert after.to_json() == fresh.ground([GroundingRequest(changed, "person opens the door", 20.0)])[0].to_json()
     assert len(engine.feature_files) == 2  # the old identity stays until it is the least recently used
+
+
+def test_a_recent_video_skips_the_video_stage_equal_answers_and_no_leak_between_callers(tmp_path):
+    """Kept by content (arrays) or file identity (paths): a copy of a seen array hits, a different
+    video under the same video_id does not; a changed file is encoded again; the bound holds."""
+    rng = np.random.default_rng(2)
+    video, other = (rng.standard_normal((24, CFG.visual_dim)).astype(np.float32) for _ in range(2))
+    engine = GroundingEngine(MODEL, WORD_DICT, CHAR_DICT, device="cpu", backend="reference", video_cache=2)
+    plain = GroundingEngine(MODEL, WORD_DICT, CHAR_DICT, device="cpu", backend="reference", video_cache=0)
+    calls = counting(engine)
+    first = engine.ground([GroundingRequest(video, "person opens the door", 20.0, video_id="v")])[0]
+    again = engine.ground([GroundingRequest(video.copy(), "a person sits", 20.0, video_id="w")])[0]
+    assert calls["video"] == 1
+    leak = engine.ground([GroundingRequest(other, "person opens the door", 20.0, video_id="v")])[0]
+    assert calls["video"] == 2  # the same video_id with other features is another video
+    for got, (features, query) in zip((first, again, leak), ((video, "person opens the door"),
+                                                            (video, "a person sits"), (other, "person opens the door"))):
+        assert got.to_json() == plain.ground([GroundingRequest(features, query, 20.0)])[0].to_json()
+    path = tmp_path / "v.npy"
+    np.save(path, video)
+    engine.ground([GroundingRequest(str(path), "the door", 20.0)])
+    assert calls["video"] == 3 and len(engine.encoded_videos) == 2  # a file is keyed by its identity; bound 2
+    np.save(path, other)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    changed = engine.ground([GroundingRequest(str(path), "the door", 20.0)])[0]
+    assert calls["video"] == 4
+    assert changed.to_json() == plain.ground([GroundingRequest(other, "the door", 20.0)])[0].to_json()

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from ..lru import LRU
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -32,6 +35,29 @@ class ServiceMetrics:
             Gauge("seqpan_replica", "the replica this process serves as (value 1)", ["replica"],
                   registry=r).labels(replica).set(1)
 
+    def watch_caches(self, caches: dict[str, LRU]) -> None:
+        """Report the engine's caches (by name): seqpan_cache_hits_total, seqpan_cache_misses_total and
+        seqpan_cache_entries, labelled `cache`."""
+        self.registry.register(CacheCollector(caches))
+
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class CacheCollector:
+    """Hits, misses and entries of named LRU caches, read when /metrics is scraped."""
+
+    def __init__(self, caches: dict[str, LRU]):
+        self.caches = caches
+
+    def collect(self):
+        hits = CounterMetricFamily("seqpan_cache_hits", "lookups an engine cache answered, by cache", labels=["cache"])
+        misses = CounterMetricFamily("seqpan_cache_misses", "lookups an engine cache could not answer, by cache",
+                                     labels=["cache"])
+        entries = GaugeMetricFamily("seqpan_cache_entries", "entries an engine cache holds, by cache", labels=["cache"])
+        for name, cache in self.caches.items():
+            hits.add_metric([name], cache.hits)
+            misses.add_metric([name], cache.misses)
+            entries.add_metric([name], len(cache))
+        yield from (hits, misses, entries)

@@ -55,6 +55,8 @@ class GroundingService:
         if s.warmup:
             engine.warm_up()  # every shape of the plan compiled: none on a request's path
         self.engine = engine
+        self.metrics.watch_caches({"video": engine.encoded_videos, "query": engine.encoded_queries,
+                                   "feature_file": engine.feature_files})
         self.batcher = MicroBatcher(_MeteredEngine(engine, self.metrics), s.max_batch, s.max_wait_ms, s.max_queue)
         self._ready.set()
         self.metrics.ready.set(1)

@@ -140,6 +140,14 @@ def test_health_ready_and_metrics_move(server, engine):
     assert moved("seqpan_request_latency_seconds_count") == 1
     assert moved("seqpan_batch_size_count") >= 1 and moved("seqpan_batch_size_sum") == 3  # the empty query never reaches it
     assert after[("seqpan_ready", ())] == 1 and after[("seqpan_queue_depth", ())] == 0
+    # one batch of three requests on one video and one query text: each encoded once, then kept
+    assert moved("seqpan_cache_misses_total", cache="video") <= 1 and moved("seqpan_cache_misses_total", cache="query") <= 1
+    assert post(server, body).status_code == 200
+    again = metrics(server)
+    assert again[("seqpan_cache_hits_total", (("cache", "video"),))] >= after.get(
+        ("seqpan_cache_hits_total", (("cache", "video"),)), 0) + 1
+    assert again[("seqpan_cache_hits_total", (("cache", "query"),))] >= after.get(
+        ("seqpan_cache_hits_total", (("cache", "query"),)), 0) + 1
 
 
 @pytest.mark.parametrize("body, message", [

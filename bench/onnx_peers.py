@@ -1,8 +1,8 @@
 """What a CPU user would build by hand instead of the engine: the whole model exported with
 `torch.onnx.export(dynamo=True)` (dynamic batch, clips, words and chars; the project's cummax
-translation) and run by onnxruntime or by OpenVINO on those dynamic shapes, or by OpenVINO made
-static at each input shape (compiled on the first call at a shape: the strongest simple form on
-small batches).
+translation) and run by onnxruntime or by OpenVINO on those dynamic shapes. (Made static at a
+batch's shapes, this export crashes OpenVINO 2026.4's compile_model, a segmentation fault, on most
+shapes: no static-shape peer.)
 
 Both take the reference's inputs (video, video_len, word_ids, char_ids), one video per query, in
 isolated padding, and return (start_index, end_index, score).
@@ -19,7 +19,7 @@ from engine.compile.onnx_export import dynamo_export
 from reference.model import SeqPAN
 from reference.ops import length_mask
 
-PEERS = ("onnxruntime-dynamic", "openvino-dynamic", "openvino-static")
+PEERS = ("onnxruntime-dynamic", "openvino-dynamic")
 INPUT_NAMES = ("video", "video_len", "word_ids", "char_ids")
 _exports: dict[int, bytes] = {}  # id(model) -> its ONNX export (the bench keeps its models alive)
 
@@ -66,25 +66,15 @@ def peer_runner(name: str, model: SeqPAN, precision: str, threads: int) -> Calla
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         session = onnxruntime.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
         return lambda *inputs: session.run(None, feeds(inputs))
-    if name in ("openvino-dynamic", "openvino-static"):
+    if name == "openvino-dynamic":
         import openvino
 
         core = openvino.Core()
-        config = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
-                  "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
-        if name == "openvino-dynamic":
-            request = core.compile_model(core.read_model(blob, b""), "CPU", config).create_infer_request()
-            return lambda *inputs: request.infer(feeds(inputs))
-        static: dict[tuple, object] = {}  # input shapes -> infer request of the model made static at them
-
-        def run_static(*inputs):
-            shapes = tuple(tuple(t.shape) for t in inputs)
-            if shapes not in static:
-                model = core.read_model(blob, b"")
-                model.reshape(dict(zip(INPUT_NAMES, (list(s) for s in shapes))))
-                static[shapes] = core.compile_model(model, "CPU", config).create_infer_request()
-            return static[shapes].infer(feeds(inputs))
-        return run_static
+        compiled = core.compile_model(core.read_model(blob, b""), "CPU", {
+            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision], "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": threads})
+        request = compiled.create_infer_request()
+        return lambda *inputs: request.infer(feeds(inputs))
     raise ValueError(f"unknown peer {name!r}; choose one of {', '.join(PEERS)}")
 
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-BASELINES = ("reference-eager", "reference-compile", "onnxruntime-dynamic", "openvino-dynamic", "openvino-static")
+BASELINES = ("reference-eager", "reference-compile", "onnxruntime-dynamic", "openvino-dynamic")
 FASTEST = "fastest"  # the speed-up over whichever baseline row of the same key is fastest
 HEADLINE_BACKEND = "engine-auto"  # what `GroundingEngine(backend="auto")` users get
 STEP_BACKEND = "engine-auto-step"  # its step alone

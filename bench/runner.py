@@ -146,11 +146,10 @@ class Bench:
             notes.append(f"reference-compile: torch.compile(mode={mode!r}) of the reference forward, "
                          "compiled once per workload and precision; compilation happens in warm-up")
         if any(b in PEERS for b in opts.backends):
-            notes.append("onnxruntime-dynamic / openvino-dynamic / openvino-static: the reference's isolated forward "
-                         "exported whole with torch.onnx.export(dynamo=True) (dynamic batch, clips, words, chars), "
-                         "run by onnxruntime (fp32; intra-op threads = torch's, inter-op 1) or OpenVINO "
-                         "(INFERENCE_PRECISION_HINT f32 or bf16, torch's thread count) on those dynamic shapes, or "
-                         "made static at the row's exact input shapes; export and compilation untimed")
+            notes.append("onnxruntime-dynamic / openvino-dynamic: the reference's isolated forward exported whole "
+                         "with torch.onnx.export(dynamo=True) (dynamic batch, clips, words, chars), run by onnxruntime "
+                         "(fp32; intra-op threads = torch's, inter-op 1) or OpenVINO (INFERENCE_PRECISION_HINT f32 or "
+                         "bf16, torch's thread count) on those dynamic shapes; export and compilation untimed")
         if "engine-auto" in opts.backends and opts.device.type == "cpu":
             notes.append("engine on CPU (openvino backend): the three stages compiled by OpenVINO at the shapes of "
                          "the engine's plan the rows use, in the untimed first calls")

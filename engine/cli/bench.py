@@ -13,9 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)
     p.add_argument("--workloads", help="comma-separated among charades, activitynet, tacos (default: all)")
     p.add_argument("--backends", help="comma-separated among reference-eager, reference-compile, onnxruntime-dynamic, "
-                                      "openvino-dynamic, openvino-static (CPU only: the whole model exported to "
-                                      "ONNX), engine-<backend> (ground() end to end) and engine-<backend>-step "
-                                      "(its step alone) (default: those that run on the device)")
+                                      "openvino-dynamic (CPU only: the whole model exported to ONNX), "
+                                      "engine-<backend> (ground() end to end) and engine-<backend>-step (its step "
+                                      "alone) (default: those that run on the device)")
     p.add_argument("--precisions", help="fp32 and/or bf16 (default both)")
     p.add_argument("--batch-sizes", help="comma-separated (default 1,8,64,256,1024; on CPU 1,16,64)")
     p.add_argument("--repeats", type=int, help="timed calls per row, at least (default 50)")

@@ -54,7 +54,7 @@ def test_quick_bench_writes_results_of_the_schema(quick_run):
     env = results["env"]
     assert env["gpu"] is None and env["device"] == "cpu" and env["torch"] == torch.__version__
     assert {"triton", "date", "notes", "skipped"} <= set(env)
-    assert any("device-resident" in note for note in env["notes"])
+    assert any("GroundingEngine.ground(requests) end to end" in note for note in env["notes"])
     assert env["skipped"] == []
     rows = results["rows"]
     for row in rows:
@@ -134,29 +134,26 @@ def test_speedups_divide_the_baseline_p50_by_the_engine_p50():
 def test_rows_table_renders_every_row_with_its_speedups():
     lines = rows_table(HAND_ROWS).splitlines()
     assert lines[0] == ("| workload | precision | batch | backend | clips | words | p50 ms | p99 ms | queries/s "
-                        "| × eager | × compile | × onnxruntime-dynamic | × openvino-dynamic | × openvino-static "
-                        "| × fastest |")
+                        "| × eager | × compile | × onnxruntime-dynamic | × openvino-dynamic | × fastest |")
     assert len(lines) == 2 + len(HAND_ROWS)
-    assert lines[2] == "| charades | bf16 | 8 | reference-eager | 64 | 12 | 10.000 | 15.000 | 800 | — | — | — | — | — | — |"
+    assert lines[2] == "| charades | bf16 | 8 | reference-eager | 64 | 12 | 10.000 | 15.000 | 800 | — | — | — | — | — |"
     assert lines[4] == ("| charades | bf16 | 8 | engine-auto | 64 | 12 | 2.000 | 3.000 | 4,000 | 5.00× | 2.50× | — | — "
-                        "| — | 2.50× |")
+                        "| 2.50× |")
     assert lines[7] == ("| charades | bf16 | 64 | engine-auto | 64 | 12 | 3.000 | 4.500 | 21,333 | 10.00× | — | — | — "
-                        "| — | 10.00× |")
-    assert lines[8].endswith("| 1.000 | 1.500 | 8,000 | — | — | — | — | — | — |")
+                        "| 10.00× |")
+    assert lines[8].endswith("| 1.000 | 1.500 | 8,000 | — | — | — | — | — |")
 
 
 def test_cpu_table_has_every_baseline_and_the_speedup_over_the_fastest():
     rows = [_row("reference-eager", 10.0, batch=1, precision="fp32"), _row("onnxruntime-dynamic", 4.0, batch=1,
                                                                         precision="fp32"),
-            _row("openvino-dynamic", 5.0, batch=1, precision="fp32"), _row("openvino-static", 3.2, batch=1,
-                                                                                                  precision="fp32"),
-            _row("engine-auto", 2.0, batch=1, precision="fp32"), _row("engine-auto-step", 1.5, batch=1, precision="fp32")]
+            _row("openvino-dynamic", 5.0, batch=1, precision="fp32"), _row("engine-auto", 2.0, batch=1, precision="fp32"), _row("engine-auto-step", 1.5, batch=1, precision="fp32")]
     lines = cpu_table({"env": {"gpu": None, "cpu": "AMD EPYC, 2 cores"}, "rows": rows}).splitlines()
     assert "AMD EPYC, 2 cores" in lines[0]
     assert lines[2] == ("| workload | precision | batch | reference-eager p50 ms | reference-compile p50 ms "
-                        "| onnxruntime-dynamic p50 ms | openvino-dynamic p50 ms | openvino-static p50 ms "
+                        "| onnxruntime-dynamic p50 ms | openvino-dynamic p50 ms "
                         "| engine ground() p50 ms | its step p50 ms | engine queries/s | × fastest other |")
-    assert lines[4] == "| charades | fp32 | 1 | 10.000 | — | 4.000 | 5.000 | 3.200 | 2.000 | 1.500 | 500 | 1.60× |"
+    assert lines[4] == "| charades | fp32 | 1 | 10.000 | — | 4.000 | 5.000 | 2.000 | 1.500 | 500 | 2.00× |"
 
 
 def test_headline_table_has_smallest_and_largest_batch_per_workload_and_precision():

@@ -23,7 +23,7 @@ def run_ray(args: argparse.Namespace) -> tuple[int, int, list[GroundingResult], 
         raise UsageError("--ray grounds a file: give --requests FILE --out FILE")
     if args.i3d is not None:
         load_video_package()  # the video packages are there (the workers need them too)
-    cluster, _, offline, results = load_offline()
+    cluster, offline, results = load_offline()
     workers = args.workers or DEFAULT_WORKERS
     with cluster.ray_session(args.ray_address):
         resources, threads = cluster.worker_resources(args.device, workers)

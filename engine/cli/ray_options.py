@@ -28,15 +28,15 @@ def check_ray_args(args: argparse.Namespace, *more: str) -> None:
 
 
 def load_offline():
-    """engine.offline's modules (cluster, extract, ground, results), or a UsageError when Ray Data is missing."""
+    """engine.offline's modules cluster, ground and results, or a UsageError when Ray Data is missing."""
     try:
         import pyarrow  # noqa: F401 (Ray Data's own dependency; its absence is the error to report)
         import ray.data  # noqa: F401
 
-        from ..offline import cluster, extract, ground, results
+        from ..offline import cluster, ground, results
     except ImportError as err:
         raise UsageError(f"--ray needs Ray Data ({err.name} is missing): pip install -e '.[serve]'") from None
-    return cluster, extract, ground, results
+    return cluster, ground, results
 
 
 @contextlib.contextmanager
@@ -44,7 +44,8 @@ def ray_extractor(args: argparse.Namespace) -> Iterator:
     """Within: an extractor whose `extract_many` runs on `--workers` Ray Data actors (extract-features --ray)."""
     if args.videos is None:
         raise UsageError("--ray extracts a folder: give --videos DIR")
-    cluster, extract, _, _ = load_offline()
+    cluster, _, _ = load_offline()
+    from ..offline import extract  # the video packages are there: extract-features checked them
     workers = args.workers or DEFAULT_WORKERS
     with cluster.ray_session(args.ray_address):
         resources, threads = cluster.worker_resources(args.device, workers)

@@ -147,3 +147,20 @@ def test_a_killed_worker_is_retried_without_losing_or_duplicating(files, tmp_pat
     expected = ground(ckpt, root / "in.jsonl", tmp_path / "alone.jsonl")
     assert expected.returncode == 1 and rows == 41
     assert_same_answers(read_lines(tmp_path / "out.jsonl"), read_lines(tmp_path / "alone.jsonl"))
+
+
+def test_video_requests_are_extracted_on_the_workers(video_clip, video_checkpoint, i3d_weights, tmp_path):
+    pytest.importorskip("av", reason="the video path needs PyAV (pip install -e '.[video]')")
+    _, video, _ = video_clip
+    lines = [json.dumps({"video": str(video), "query": "person opens the door", "id": "v1"}),
+             json.dumps({"video": "missing.mp4", "query": "door", "id": "v2"})]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    outs = {}
+    for name, extra in (("alone", ()), ("ray", ("--ray",))):
+        outs[name] = run_cli("ground", "--checkpoint", str(video_checkpoint), "--i3d", str(i3d_weights),
+                             "--requests", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / f"{name}.jsonl"),
+                             "--device", "cpu", "--backend", "reference", *extra)
+    assert outs["alone"].returncode == outs["ray"].returncode == 1, outs["ray"].stderr
+    results = read_lines(tmp_path / "ray.jsonl")
+    assert "start" in results[0] and "no such file" in results[1]["error"]
+    assert_same_answers(results, read_lines(tmp_path / "alone.jsonl"))

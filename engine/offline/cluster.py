@@ -45,9 +45,13 @@ def keep_order() -> None:
 
 def worker_resources(device: str, workers: int) -> tuple[dict, int | None]:
     """What each of `workers` actors asks Ray for: one GPU where the cluster has GPUs (and `device`
-    allows), else an equal share of its CPUs; and the CPU threads its model should use (None on a GPU)."""
+    allows), else an equal share of its CPUs; and the CPU threads its model should use (None on a GPU).
+    Raises UsageError for more workers than the cluster has GPUs."""
     resources = ray.cluster_resources()
-    if device != "cpu" and resources.get("GPU", 0) >= 1:
+    gpus = int(resources.get("GPU", 0))
+    if device != "cpu" and gpus >= 1:
+        if workers > gpus:
+            raise UsageError(f"--workers {workers}: the Ray cluster has {gpus} GPU(s), one per worker")
         return {"num_gpus": 1}, None
     share = resources.get("CPU", 1) / workers
     return {"num_cpus": share}, max(1, int(share))

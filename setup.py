@@ -1,8 +1,10 @@
 """seqpan: a fast, exact inference engine for SeqPAN video grounding."""
 from setuptools import find_packages, setup
 
-# `seqpan serve`: the ASGI app and server, metrics, the HTTP client of its tests and load generator, Ray Serve
-SERVE = ["starlette>=0.37", "uvicorn>=0.30", "httptools>=0.6", "httpx>=0.27", "prometheus-client>=0.20", "ray[serve]>=2.40"]
+# `seqpan serve`: the ASGI app and server, metrics, the HTTP client of its tests and load generator, Ray Serve;
+# Ray Data (with pyarrow) for `seqpan ground --ray` and `seqpan extract-features --ray`
+SERVE = ["starlette>=0.37", "uvicorn>=0.30", "httptools>=0.6", "httpx>=0.27", "prometheus-client>=0.20",
+         "ray[serve,data]>=2.40"]
 
 setup(
     name="seqpan",

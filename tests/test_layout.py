@@ -15,7 +15,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("kernels",),
     ("engine.data", "engine.io"),
     ("engine",),  # the serving core: engine, requests, batching, batcher, backends, CUDA graphs, parity
-    ("engine.compile", "engine.train", "engine.serve", "engine.video"),
+    ("engine.compile", "engine.train", "engine.serve", "engine.video", "engine.offline"),
     ("engine.cli",),
     ("bench",),
 ]

@@ -16,6 +16,7 @@ from ..io.atomic import write_atomically
 from ..video.files import VIDEO_SUFFIXES
 from ..video.presets import FRAME_MODES, PRESETS, RUNTIMES
 from .options import positive_int
+from .ray_options import add_ray_args, check_ray_args, ray_extractor
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="I3D's runtime: auto (OpenVINO compiled for the CPU when it imports, else eager "
                         "torch; eager on a GPU), openvino or eager")
     p.add_argument("--batch-size", type=positive_int, default=8, help="I3D windows per forward")
+    add_ray_args(p)
     p.set_defaults(func=run)
 
 
@@ -63,7 +65,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"video not found: {args.video}")
     if args.videos is not None and not Path(args.videos).is_dir():
         raise UsageError(f"videos folder not found: {args.videos}")
+    check_ray_args(args)
     make_extractor = load_video_package()
+    if args.ray:
+        with ray_extractor(args) as extractor:
+            return extract_folder(extractor, Path(args.videos), Path(args.out))
     extractor = make_extractor(args.i3d, args.preset, args.frames, args.device, args.precision, args.batch_size,
                                runtime=args.runtime)
     if args.video is not None:

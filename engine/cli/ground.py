@@ -2,23 +2,24 @@
 from __future__ import annotations
 
 import argparse
-import codecs
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ..engine import PRECISIONS, GroundingEngine
-from ..errors import RequestError, UsageError
+from ..errors import UsageError
 from ..io.atomic import check_writable, write_atomically
 from ..io.checkpoint import load_checkpoint
 from ..io.plot import plot_format, plot_moment
 from ..probabilities import span_probabilities
-from ..requests import (GroundingRequest, GroundingResult, dumps_result, json_error_id, parse_json, prepare_request,
-                        request_from_json)
+from ..request_lines import entry_from_line, ground_entries
+from ..requests import GroundingRequest, GroundingResult, dumps_result, prepare_request
 from ..video.presets import PRESETS
 from . import print_json
 from .extract_features import load_video_package
+from .ground_ray import DEFAULT_CHUNK, run_ray
+from .ray_options import add_ray_args, check_ray_args
 from .options import positive_int
 
 
@@ -38,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto")
     p.add_argument("--max-batch", type=int, default=256)
     add_video_args(p)
+    add_ray_args(p)
+    p.add_argument("--batch-size", type=positive_int,
+                   help=f"with --ray: requests a worker reads and grounds at a time (default {DEFAULT_CHUNK})")
     p.set_defaults(func=run)
 
 
@@ -50,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_batch < 1:
         raise UsageError("--max-batch must be at least 1")
     check_video_args(args)
+    check_ray_args(args, "batch_size")
     if args.plot is not None:
         if args.requests is not None:
             raise UsageError("--plot draws one query: give --features or --video and --query, not --requests")
@@ -57,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     for output in (args.out, args.plot):
         if output is not None:
             check_writable(output)  # before any work
+    if args.ray:
+        return report_results(*run_ray(args))
     source = video_source(args)
     engine = GroundingEngine.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
                                              backend=args.backend, max_batch=args.max_batch, video_source=source)
@@ -84,46 +91,32 @@ def write_plot(args: argparse.Namespace, source, result: GroundingResult) -> Non
 
 
 def parse_requests(path: Path) -> list[GroundingRequest | GroundingResult]:
-    """One entry per non-blank line: a request, or an error result naming the line. A UTF-8 BOM
-    at the start is skipped; a line that is not UTF-8, not strict JSON or not a valid request is
-    that line's error alone."""
+    """One entry per non-blank line: a request, or an error result naming the line (`entry_from_line`)."""
     if not path.is_file():
         raise UsageError(f"requests file not found: {path}")
-    data = path.read_bytes()
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
-    entries: list[GroundingRequest | GroundingResult] = []
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        obj = None
-        try:
-            obj = parse_json(line)
-            entries.append(request_from_json(obj, path.parent, default_id=number))
-        except RequestError as err:
-            entries.append(GroundingResult(id=json_error_id(obj), error=f"line {number}: {err}"))
-    return entries
+    lines = path.read_bytes().split(b"\n")
+    entries = (entry_from_line(line, number, path.parent) for number, line in enumerate(lines, start=1))
+    return [e for e in entries if e is not None]
 
 
 def ground_file(engine: GroundingEngine, requests_path: Path, out: Path, top_k: int | None = None,
                 nms: float | None = None) -> int:
     entries = parse_requests(requests_path)
-    requests = [e for e in entries if isinstance(e, GroundingRequest)]
-    for request in requests:  # the options, when given, win over the lines' own top_k and nms
-        request.top_k = request.top_k if top_k is None else top_k
-        request.nms = request.nms if nms is None else nms
-    with tqdm(total=len(requests), desc="grounding", unit="query", file=sys.stderr,
-              disable=len(requests) < 2) as bar:
-        served = iter(engine.ground(requests, progress=bar.update))
-    results = [next(served) if isinstance(e, GroundingRequest) else e for e in entries]
+    total = sum(isinstance(e, GroundingRequest) for e in entries)
+    with tqdm(total=total, desc="grounding", unit="query", file=sys.stderr, disable=total < 2) as bar:
+        results = ground_entries(engine, entries, top_k, nms, progress=bar.update)
     lines = "".join(dumps_result(r) + "\n" for r in results)
     write_atomically(out, lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
     failed = [r for r in results if r.error is not None]
-    for r in failed[:10]:
+    return report_results(len(results), len(failed), failed, out, engine.description)
+
+
+def report_results(count: int, failed: int, failures: list[GroundingResult], out: Path, description: str) -> int:
+    """The first failures and a summary on stderr; the exit code: 1 if any request failed."""
+    for r in failures[:10]:
         print(f"seqpan ground: request {r.id}: {r.error}" if r.id is not None else f"seqpan ground: {r.error}",
               file=sys.stderr)
-    print(f"seqpan ground: {len(results) - len(failed)} grounded, {len(failed)} failed -> {out} "
-          f"({engine.description})", file=sys.stderr)
+    print(f"seqpan ground: {count - failed} grounded, {failed} failed -> {out} ({description})", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -17,7 +17,7 @@ from reference.errors import SeqPANError
 from reference.precision import ENGINE_PRECISIONS
 
 from .backends import auto_backend_name, build_backend
-from .batching import Shape, plan_batches
+from .buckets import Shape, plan_batches
 from .data.features import index_to_time, resolve_feature_path
 from .errors import BackendError, RequestError, UsageError, one_line
 from .io.checkpoint import load_checkpoint

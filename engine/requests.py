@@ -16,7 +16,7 @@ import torch
 from reference.config import SeqPANConfig
 from reference.matching import NUM_LABELS, gumbel_noise
 
-from .batching import Shape, char_bucket, clip_bucket, word_bucket
+from .buckets import Shape, char_bucket, clip_bucket, word_bucket
 from .data.features import FeatureError, file_identity, load_features, open_features, read_features, sample_features
 from .data.text import encode, tokenize
 from .errors import RequestError
@@ -230,7 +230,7 @@ def json_error_id(obj: Any) -> Any:
 
 @dataclass(frozen=True, eq=False)
 class QueryTokens:
-    """A query's words as model inputs, padded to its own word and char buckets (`engine.batching`);
+    """A query's words as model inputs, padded to its own word and char buckets (`engine.buckets`);
     the same text always gives the same tokens, so the engine keeps them (and the query's encoding)
     per text."""
     text: str

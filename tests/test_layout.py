@@ -14,7 +14,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("reference",),
     ("kernels",),
     ("engine.data", "engine.io"),
-    ("engine",),  # the serving core: engine, requests, batching, batcher, backends, CUDA graphs, parity
+    ("engine",),  # the serving core: engine, requests, buckets, batcher, backends, CUDA graphs, parity
     ("engine.compile", "engine.train", "engine.serve", "engine.video"),
     ("engine.cli",),
     ("bench",),

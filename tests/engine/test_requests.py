@@ -436,7 +436,7 @@ def test_a_video_id_shares_its_own_features_only(tmp_path):
 
 
 def test_the_clip_bucket_is_the_videos_and_limits_reach_the_duration_check():
-    from engine.batching import clip_bucket
+    from engine.buckets import clip_bucket
     from engine.requests import prepare_request
 
     short = GroundingRequest(FEATS[:3], GOOD.query, 10.0)

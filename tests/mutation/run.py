@@ -26,7 +26,7 @@ from score import score_table  # noqa: E402
 
 # group -> (file mutated, mutant names to run, the tests that cover it)
 GROUPS = {
-    "batching": ("engine/batching.py", "engine.batching.*", ["tests/engine/test_batching.py"]),
+    "buckets": ("engine/buckets.py", "engine.buckets.*", ["tests/engine/test_buckets.py"]),
     "spans": ("engine/spans.py", "engine.spans.*", ["tests/engine/test_spans.py", "tests/engine/test_engine_top_k.py"]),
     "decode_span": ("reference/localizer.py", "reference.localizer.x_decode_span__mutmut_*",
                     ["tests/reference/test_properties.py", "tests/engine/test_spans.py", "tests/kernels/test_span.py"]),

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 # padding=..., gumbel_noise=...) -> SeqPANOutput.
 BACKENDS: dict[str, str] = {
     "reference": "engine.backends:reference_backend",
-    "triton": "kernels.model:triton_seqpan",
+    "triton": "kernels.triton_seqpan:triton_seqpan",
     "onnx": "engine.compile.onnx_backend:onnx_seqpan",
     "openvino": "engine.compile.openvino_backend:openvino_seqpan",
     "engine": "engine.backends:engine_backend",

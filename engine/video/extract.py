@@ -16,7 +16,7 @@ from .frames import video_crops
 from .i3d import FEATURE_DIM, InceptionI3d
 from .prefetch import Prefetch
 from .presets import FRAME_MODES, RUNTIMES, Preset, get_preset
-from .runner import WindowRunner
+from .eager_i3d import WindowRunner
 from .weights import load_i3d
 from .windows import WindowStream
 

@@ -15,7 +15,7 @@ from engine.video.errors import VideoError
 from engine.video.extract import FeatureExtractor
 from engine.video.frames import video_crops
 from engine.video.presets import PRESETS
-from engine.video.runner import WindowRunner
+from engine.video.eager_i3d import WindowRunner
 from engine.video.weights import random_i3d
 from engine.video.windows import plan_windows
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.engine import resolve_device
+from engine.devices import resolve_device
 from engine.errors import UsageError
 from reference.precision import ENGINE_PRECISIONS
 

@@ -16,9 +16,10 @@ from reference.ops import length_mask
 from reference.errors import SeqPANError
 from reference.precision import ENGINE_PRECISIONS
 
-from .backends import auto_backend_name, build_backend
+from .backends import build_backend
 from .buckets import Shape, plan_batches
 from .data.features import index_to_time, resolve_feature_path
+from .devices import autocast, resolve_backend, resolve_device, resolve_precision
 from .errors import BackendError, RequestError, UsageError, one_line
 from .io.checkpoint import load_checkpoint
 from .limits import Limits
@@ -30,28 +31,7 @@ from .spans import top_spans
 from .stages import STAGE_NAMES, EagerStep, stage_inputs
 
 PRECISIONS = ("auto", *ENGINE_PRECISIONS)
-DEVICE_TYPES = ("cpu", "cuda")
 log = logging.getLogger("seqpan")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> a CUDA GPU when there is one, else the CPU; raises BackendError for a device that is
-    not cpu/cuda[:N], or a CUDA device this machine does not have."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        parsed = None
-    if parsed is None or parsed.type not in DEVICE_TYPES:
-        raise BackendError(f"unknown device {str(device)!r}; use auto, cpu, cuda or cuda:N")
-    device = parsed
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendError("device 'cuda' was asked for, but no CUDA GPU is available")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise BackendError(f"device {str(device)!r} was asked for, but this machine has "
-                           f"{torch.cuda.device_count()} CUDA GPU(s)")
-    return device
 
 
 class GroundingEngine:
@@ -93,8 +73,8 @@ class GroundingEngine:
         self.limits = Limits() if limits is None else limits
         self.device = resolve_device(device)
         on_gpu = self.device.type == "cuda"
-        self.precision = ("bf16" if on_gpu else "fp32") if precision == "auto" else precision
-        self.backend_name = auto_backend_name(self.device) if backend == "auto" else backend
+        self.precision = resolve_precision(precision, self.device)
+        self.backend_name = resolve_backend(backend, self.device)
         self.cfg = model.cfg
         self.word_dict, self.char_dict = word_dict, char_dict
         self.max_batch = max_batch
@@ -317,8 +297,3 @@ def error_message(err: Exception) -> str:
                 exc_info=log.isEnabledFor(logging.DEBUG))
     return one_line(f"internal error: {type(err).__name__}: {err}")[:500]
 
-
-def autocast(device: torch.device, precision: str, backend: str):
-    """bf16 autocast for the reference backend (GPU and CPU); kernels handle their own precision."""
-    enabled = precision == "bf16" and backend == "reference"
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)

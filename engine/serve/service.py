@@ -12,8 +12,8 @@ import torch
 from reference.errors import SeqPANError
 
 from ..batcher import MicroBatcher
-from ..backends import auto_backend_name
-from ..engine import GroundingEngine, resolve_device
+from ..devices import resolve_backend, resolve_device
+from ..engine import GroundingEngine
 from ..errors import QueueFullError
 from ..requests import GroundingRequest, GroundingResult
 from .metrics import ServiceMetrics
@@ -45,7 +45,7 @@ class GroundingService:
         backend_options = None
         if s.threads is not None:
             torch.set_num_threads(s.threads)
-            backend = auto_backend_name(resolve_device(s.device)) if s.backend == "auto" else s.backend
+            backend = resolve_backend(s.backend, resolve_device(s.device))
             backend_options = {"threads": s.threads} if backend == "openvino" else None  # its own thread pool
         engine = GroundingEngine.from_checkpoint(s.checkpoint, device=s.device, precision=s.precision,
                                                  backend=s.backend, max_batch=s.max_batch,

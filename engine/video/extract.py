@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends import openvino_imports
-from ..engine import resolve_device
+from ..devices import openvino_imports, resolve_device, resolve_precision
 from .errors import VideoError
 from .frames import video_crops
 from .i3d import FEATURE_DIM, InceptionI3d
@@ -153,8 +152,7 @@ def make_runner(model: InceptionI3d, device: str = "auto", precision: str = "aut
     if runtime not in RUNTIMES:
         raise VideoError(f"unknown I3D runtime {runtime!r} (known: {', '.join(RUNTIMES)})")
     resolved = resolve_device(device)
-    if precision == "auto":
-        precision = "bf16" if resolved.type == "cuda" else "fp32"
+    precision = resolve_precision(precision, resolved)
     if runtime == "openvino" and resolved.type != "cpu":
         raise VideoError(f"the openvino I3D runtime runs on the CPU, not {resolved}")
     if resolved.type == "cpu" and (runtime == "openvino" or (runtime == "auto" and openvino_imports())):

@@ -14,7 +14,7 @@ from .errors import VideoError
 from .frames import video_crops
 from .i3d import FEATURE_DIM, InceptionI3d
 from .prefetch import Prefetch
-from .presets import FRAME_MODES, RUNTIMES, Preset, get_preset
+from .presets import RUNTIMES, Preset, check_frames, get_preset
 from .eager_i3d import WindowRunner
 from .weights import load_i3d
 from .windows import WindowStream
@@ -42,9 +42,7 @@ class FeatureExtractor:
 
     def __init__(self, runner: WindowRunner, preset: Preset, frames: str = "jpeg", batch_size: int = 8,
                  buffer: int | None = None):
-        if frames not in FRAME_MODES:
-            raise VideoError(f"unknown frames mode {frames!r} (known: {', '.join(FRAME_MODES)})")
-        self.runner, self.preset, self.frames, self.batch_size = runner, preset, frames, batch_size
+        self.runner, self.preset, self.frames, self.batch_size = runner, preset, check_frames(frames), batch_size
         self.buffer = buffer or 2 * batch_size
         self.queues: dict[int, list] = {}  # window length → [(video, window index, uint8 crops)]
         self.on_frame: Callable[[], None] | None = None  # called after each decoded frame (progress), by the producer

@@ -18,10 +18,12 @@ from reference.precision import ENGINE_PRECISIONS
 
 from .backends import build_backend
 from .buckets import Shape, plan_batches
+from .checks import check_positive_int
 from .data.features import index_to_time, resolve_feature_path
 from .devices import autocast, resolve_backend, resolve_device, resolve_precision
 from .errors import BackendError, RequestError, UsageError, one_line
 from .io.checkpoint import load_checkpoint
+from .isolate import isolating
 from .limits import Limits
 from .lru import LRU
 from .requests import PATHS_REFUSED, GroundingRequest, GroundingResult, Prepared, QueryTokens, prepare_request, \
@@ -64,8 +66,7 @@ class GroundingEngine:
                  feature_cache: int = 256):
         if precision not in PRECISIONS:
             raise BackendError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-            raise UsageError(f"max_batch must be a positive integer, got {max_batch!r}")
+        check_positive_int("max_batch", max_batch)
         if features_root is not None and not Path(features_root).is_dir():
             raise UsageError(f"features root {str(features_root)!r} is not a folder")
         self.features_root = None if features_root is None else Path(features_root).resolve()
@@ -180,13 +181,8 @@ class GroundingEngine:
     def run_isolating(self, items: Sequence[Prepared], shape: Shape) -> list[GroundingResult]:
         """`run_batch`, retrying the halves of a batch that fails, so that only a request that fails
         alone gets the error."""
-        try:
-            return self.run_batch(items, shape)
-        except Exception as err:  # noqa: BLE001 - narrowed down below, reported per request
-            if len(items) == 1:
-                return [GroundingResult(None, error=error_message(err))]
-        half = len(items) // 2
-        return self.run_isolating(items[:half], shape) + self.run_isolating(items[half:], shape)
+        return isolating(items, lambda batch: self.run_batch(batch, shape),
+                         lambda _, err: GroundingResult(None, error=error_message(err)))
 
     def run_batch(self, items: Sequence[Prepared], shape: Shape) -> list[GroundingResult]:
         """One batch at `shape`: each video encoded once, each query text encoded once (then kept), the

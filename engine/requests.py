@@ -17,6 +17,7 @@ from reference.config import SeqPANConfig
 from reference.matching import NUM_LABELS, gumbel_noise
 
 from .buckets import Shape, char_bucket, clip_bucket, word_bucket
+from .checks import check_iou, check_positive_int
 from .data.features import FeatureError, file_identity, load_features, open_features, read_features, sample_features
 from .data.text import encode, tokenize
 from .errors import RequestError
@@ -144,18 +145,10 @@ def check_video_id(value: Any) -> str | None:
 
 def check_top_k(top_k: Any, nms: Any, limits: Limits = DEFAULT_LIMITS) -> tuple[int, float | None]:
     """How many moments to return (an integer in [1, limits.max_top_k]) and their NMS IoU (None or in [0, 1])."""
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise RequestError(f"top_k must be an integer of at least 1, got {_shown(top_k)}")
+    check_positive_int("top_k", top_k, RequestError)
     if top_k > limits.max_top_k:
         raise RequestError(f"top_k {top_k} is more than the limit of {limits.max_top_k} moments")
-    if nms is not None and (isinstance(nms, bool) or not isinstance(nms, (int, float)) or not 0 <= nms <= 1):
-        raise RequestError(f"nms must be an IoU between 0 and 1, got {_shown(nms)}")
-    return top_k, nms
-
-
-def _shown(value: Any) -> str:
-    """A value for an error message: a number itself, anything else its type's name."""
-    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else type(value).__name__
+    return top_k, check_iou("nms", nms, RequestError)
 
 
 def check_id(value: Any) -> Any:

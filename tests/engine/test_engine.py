@@ -328,9 +328,9 @@ def test_device_and_option_errors_say_exactly_what_is_wrong(tmp_path):
     cases = [(dict(device="tpu"), "unknown device 'tpu'; use auto, cpu, cuda or cuda:N"),
              (dict(device="meta"), "unknown device 'meta'; use auto, cpu, cuda or cuda:N"),
              (dict(precision="fp16"), f"precision must be one of {PRECISIONS}, got 'fp16'"),
-             (dict(max_batch=0), "max_batch must be a positive integer, got 0"),
-             (dict(max_batch=True), "max_batch must be a positive integer, got True"),
-             (dict(max_batch=2.0), "max_batch must be a positive integer, got 2.0"),
+             (dict(max_batch=0), "max_batch must be an integer of at least 1, got 0"),
+             (dict(max_batch=True), "max_batch must be an integer of at least 1, got True"),
+             (dict(max_batch=2.0), "max_batch must be an integer of at least 1, got 2.0"),
              (dict(features_root=missing), f"features root {str(missing)!r} is not a folder")]
     if not torch.cuda.is_available():
         cases.append((dict(device="cuda:1"), "device 'cuda' was asked for, but no CUDA GPU is available"))

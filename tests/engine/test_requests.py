@@ -252,8 +252,8 @@ def test_request_from_json_features_win_over_video_and_limits_apply(tmp_path):
 
 
 @pytest.mark.parametrize("top_k, nms, message", [(0, None, "got 0"), (-2, None, "got -2"), ("3", None, "got str"),
-                                                 (True, None, "got bool"), (2, 1.5, "got 1.5"), (2, "0.5", "got str"),
-                                                 (2, False, "got bool")])
+                                                 (True, None, "got True"), (2, 1.5, "got 1.5"), (2, "0.5", "got str"),
+                                                 (2, False, "got False")])
 def test_top_k_errors_show_a_number_itself_and_anything_else_by_type(top_k, nms, message):
     from engine import RequestError
     from engine.requests import check_top_k

@@ -1,7 +1,6 @@
 """GroundingEngine: batched, batch-invariant, deterministic grounding of (video, query) requests."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -13,21 +12,20 @@ import torch
 from reference.matching import NUM_LABELS
 from reference.model import SeqPAN
 from reference.ops import length_mask
-from reference.errors import SeqPANError
 from reference.precision import ENGINE_PRECISIONS
 
 from .backends import build_backend
 from .buckets import Shape, plan_batches
 from .checks import check_positive_int
-from .data.features import index_to_time, resolve_feature_path
+from .data.features import index_to_time
 from .devices import autocast, resolve_backend, resolve_device, resolve_precision
 from .errors import BackendError, RequestError, UsageError, one_line
 from .io.checkpoint import load_checkpoint
 from .isolate import isolating
 from .limits import Limits
 from .lru import LRU
-from .requests import PATHS_REFUSED, GroundingRequest, GroundingResult, Prepared, QueryTokens, prepare_request, \
-    tokenize_query
+from .prepare import Prepared, QueryTokens, prepare_request, tokenize_query
+from .requests import GroundingRequest, GroundingResult
 from .shape_plan import ShapePlan
 from .spans import top_spans
 from .stages import STAGE_NAMES, EagerStep, stage_inputs
@@ -117,23 +115,12 @@ class GroundingEngine:
                     progress(1)
 
     def prepare(self, request: GroundingRequest, cache: dict[Hashable, torch.Tensor] | None = None) -> Prepared:
-        """Validate one request and turn it into model inputs; raises RequestError. A `video` request
-        gets its features (and, without a duration, the file's) from the engine's video source; its
-        path obeys `features_root` and `allow_feature_paths` as a `.npy` path does."""
-        if isinstance(request, GroundingRequest) and request.video is not None:
-            if self.video_source is None:
-                raise RequestError("video requests need an engine with a video source (seqpan ground --i3d W.pt)")
-            if not self.allow_feature_paths:
-                raise RequestError(PATHS_REFUSED)
-            try:
-                features, duration = self.video_source(resolve_feature_path(request.video, self.features_root))
-            except SeqPANError as err:
-                raise RequestError(str(err)) from None
-            request = dataclasses.replace(request, features=features, video=None,
-                                          duration=duration if request.duration is None else request.duration)
+        """Validate one request and turn it into model inputs (`engine.prepare`); raises RequestError.
+        A `video` request gets its features (and, without a duration, the file's) from the engine's
+        video source; its path obeys `features_root` and `allow_feature_paths` as a `.npy` path does."""
         return prepare_request(request, self.cfg, self.word_dict, self.char_dict, {} if cache is None else cache,
                                self.limits, self.features_root, self.allow_feature_paths, self.query_tokens,
-                               self.feature_files)
+                               self.feature_files, self.video_source)
 
     def query_tokens(self, text: str) -> QueryTokens:
         """The tokens of a checked query text (kept per text)."""

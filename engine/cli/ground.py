@@ -10,13 +10,14 @@ from tqdm import tqdm
 
 from ..checks import check_iou, check_positive_int
 from ..engine import PRECISIONS, GroundingEngine
-from ..errors import RequestError, UsageError
+from ..errors import UsageError
 from ..io.atomic import check_writable, write_atomically
 from ..io.checkpoint import load_checkpoint
 from ..io.plot import plot_format, plot_moment
 from ..probabilities import span_probabilities
-from ..requests import (GroundingRequest, GroundingResult, dumps_result, json_error_id, parse_json, prepare_request,
-                        request_from_json)
+from ..prepare import prepare_request
+from ..wire import dumps_result, entry_from_json, in_input_order
+from ..requests import GroundingRequest, GroundingResult
 from ..video.presets import PRESETS
 from . import print_json
 from .extract_features import load_video_package
@@ -96,12 +97,7 @@ def parse_requests(path: Path) -> list[GroundingRequest | GroundingResult]:
     for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
-        obj = None
-        try:
-            obj = parse_json(line)
-            entries.append(request_from_json(obj, path.parent, default_id=number))
-        except RequestError as err:
-            entries.append(GroundingResult(id=json_error_id(obj), error=f"line {number}: {err}"))
+        entries.append(entry_from_json(line, f"line {number}", default_id=number, base=path.parent))
     return entries
 
 
@@ -114,8 +110,8 @@ def ground_file(engine: GroundingEngine, requests_path: Path, out: Path, top_k: 
         request.nms = request.nms if nms is None else nms
     with tqdm(total=len(requests), desc="grounding", unit="query", file=sys.stderr,
               disable=len(requests) < 2) as bar:
-        served = iter(engine.ground(requests, progress=bar.update))
-    results = [next(served) if isinstance(e, GroundingRequest) else e for e in entries]
+        served = engine.ground(requests, progress=bar.update)
+    results = in_input_order(entries, served)
     lines = "".join(dumps_result(r) + "\n" for r in results)
     write_atomically(out, lambda tmp: Path(tmp).write_text(lines, encoding="utf-8"))
     failed = [r for r in results if r.error is not None]

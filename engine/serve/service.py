@@ -15,6 +15,7 @@ from ..batcher import MicroBatcher
 from ..devices import resolve_backend, resolve_device
 from ..engine import GroundingEngine
 from ..errors import QueueFullError
+from ..wire import in_input_order
 from ..requests import GroundingRequest, GroundingResult
 from .metrics import ServiceMetrics
 from .settings import ServeSettings
@@ -91,14 +92,11 @@ class GroundingService:
                 future.cancel()
             raise
         answers = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures.values()), return_exceptions=True)
-        served = dict(zip(futures, answers))
-        results = []
-        for i, entry in enumerate(entries):
-            answer = served.get(i, entry)
+        results = in_input_order(entries, answers)
+        for i, answer in enumerate(results):
             if isinstance(answer, BaseException):
                 log.error("grounding failed", exc_info=answer)
-                answer = GroundingResult(entry.id, error=INTERNAL_ERROR)
-            results.append(answer)
+                results[i] = GroundingResult(entries[i].id, error=INTERNAL_ERROR)
         for result in results:
             self.metrics.results.labels("ok" if result.error is None else "error").inc()
         return results

@@ -357,7 +357,7 @@ def test_video_requests_go_through_the_video_source(tmp_path):
     called with the file's real path under the features root; the request is then served like one
     with those features."""
     from engine.data.features import FeatureError, PathRefused
-    from engine.requests import PATHS_REFUSED
+    from engine.prepare import PATHS_REFUSED
 
     (tmp_path / "clip.mp4").write_bytes(b"")
     feats = np.random.default_rng(1).standard_normal((20, CFG.visual_dim)).astype(np.float32)
@@ -416,7 +416,7 @@ def test_the_engine_hands_its_options_to_each_request_and_the_backend(tmp_path):
     backend_options reach the backend."""
     from engine import Limits
     from engine.data.features import PathRefused
-    from engine.requests import PATHS_REFUSED
+    from engine.prepare import PATHS_REFUSED
 
     short = GroundingRequest(np.ones((4, CFG.visual_dim), np.float32), "person opens the door", 10.0)
     engine = make_engine(backend="reference", limits=Limits(max_duration=5.0))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.engine import resolve_device
+from engine.devices import resolve_device
 from engine.errors import UsageError
 from reference.precision import ENGINE_PRECISIONS
 
 from .report import rows_table, where_measured
-from .runner import BACKEND_NAMES, SECTIONS, Bench, BenchOptions, default_backends, write_reports
+from .backends import BACKEND_NAMES, SECTIONS, Bench, BenchOptions, default_backends, write_reports
 from .workloads import WORKLOADS
 
 QUICK = {"batch_sizes": "1,4", "repeats": 3, "warmup": 1, "min_seconds": 0.0, "precisions": "fp32",

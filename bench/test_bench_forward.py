@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from bench.runner import engine_ground, reference_forward
+from bench.backends import engine_ground, reference_forward
 from bench.workloads import model_inputs, requests
 from engine import GroundingEngine
 
@@ -28,7 +28,7 @@ BLOCKS = {
     "sgpa": (lambda m: m.sgpa[0], "kernels.sgpa:FusedSGPALayer", lambda f, v, q, vm, qm: f(v, q, vm, qm)),
     "cqa": (lambda m: m.q2v, "kernels.cqa:FusedCQA", lambda f, v, q, vm, qm: f(v, q, vm, qm)),
     "conv_block": (lambda m: m.conv_block, "kernels.conv_block:FusedConvBlock", lambda f, v, q, vm, qm: f(v, vm)),
-    "localizer": (lambda m: m.predictor, "kernels.model:FusedSpanPredictor", lambda f, v, q, vm, qm: f(v, vm, vm)),
+    "localizer": (lambda m: m.predictor, "kernels.triton_seqpan:FusedSpanPredictor", lambda f, v, q, vm, qm: f(v, vm, vm)),
 }
 
 

@@ -21,7 +21,7 @@ import torch
 from bench.video_timing import machine
 from engine.video.extract import FeatureExtractor
 from engine.video.presets import PRESETS
-from engine.video.runner import WindowRunner
+from engine.video.eager_i3d import WindowRunner
 from engine.video.synthetic import moving_pattern, write_video
 from engine.video.weights import random_i3d
 

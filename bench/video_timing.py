@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from bench.timing import environment, sync
-from engine.video.runner import WindowRunner
+from engine.video.eager_i3d import WindowRunner
 from engine.video.weights import random_i3d
 
 

@@ -9,7 +9,8 @@ from .batcher import MicroBatcher
 from .engine import GroundingEngine
 from .errors import BackendError, BatcherClosedError, QueueFullError, RequestError, UsageError
 from .limits import Limits
-from .requests import GroundingRequest, GroundingResult, request_from_json
+from .wire import request_from_json
+from .requests import GroundingRequest, GroundingResult
 
 __all__ = ["GroundingEngine", "GroundingRequest", "GroundingResult", "MicroBatcher", "Limits", "request_from_json",
            "SeqPANError", "RequestError", "BackendError", "UsageError", "QueueFullError", "BatcherClosedError"]

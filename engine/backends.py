@@ -2,28 +2,24 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
-from functools import cache
 from typing import Callable
 
-import torch
 from torch import nn
 
 from reference.model import SeqPAN
 from reference.ops import weights_device
 
+from .devices import auto_backend_name
 from .errors import BackendError
-
-log = logging.getLogger(__name__)
 
 # name -> "module:function"; each function takes (model: SeqPAN, **options) and returns an
 # nn.Module whose forward matches SeqPAN.forward (video, video_len, word_ids, char_ids,
 # padding=..., gumbel_noise=...) -> SeqPANOutput.
 BACKENDS: dict[str, str] = {
     "reference": "engine.backends:reference_backend",
-    "triton": "kernels.model:triton_seqpan",
+    "triton": "kernels.triton_seqpan:triton_seqpan",
     "onnx": "engine.compile.onnx_backend:onnx_seqpan",
     "openvino": "engine.compile.openvino_backend:openvino_seqpan",
     "engine": "engine.backends:engine_backend",
@@ -33,26 +29,6 @@ BACKENDS: dict[str, str] = {
 def reference_backend(model: SeqPAN, **options) -> nn.Module:
     """The reference itself."""
     return model
-
-
-def auto_backend_name(device: torch.device) -> str:
-    """What the engine runs: the Triton kernels on a CUDA GPU; on CPU the whole model compiled by
-    OpenVINO, or the reference (saying so once) when OpenVINO does not import."""
-    if device.type == "cuda":
-        return "triton"
-    return "openvino" if openvino_imports() else "reference"
-
-
-@cache
-def openvino_imports() -> bool:
-    """Whether OpenVINO (the CPU fast path's runtime) imports; when it does not, says so once, in one line."""
-    try:
-        import openvino  # noqa: F401 (whether it imports is the question)
-    except ImportError as err:
-        log.warning("seqpan: OpenVINO does not import (%s); the CPU engine runs the slower reference "
-                    "(pip install openvino)", err)
-        return False
-    return True
 
 
 def engine_backend(model: SeqPAN, **options) -> nn.Module:

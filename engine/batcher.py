@@ -9,8 +9,10 @@ import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
+from .checks import check_positive_int
 from .engine import GroundingEngine
 from .errors import BatcherClosedError, QueueFullError, UsageError
+from .isolate import isolating
 from .requests import GroundingRequest, GroundingResult
 
 log = logging.getLogger("seqpan")
@@ -36,9 +38,8 @@ class MicroBatcher:
 
     def __init__(self, engine: GroundingEngine, max_batch: int = 64, max_wait_ms: float = 2.0,
                  max_queue: int = 4096):
-        for name, value in (("max_batch", max_batch), ("max_queue", max_queue)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UsageError(f"{name} must be an integer of at least 1, got {value!r}")
+        check_positive_int("max_batch", max_batch)
+        check_positive_int("max_queue", max_queue)
         if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float)) \
                 or not 0 <= max_wait_ms < math.inf:
             raise UsageError(f"max_wait_ms must be a finite number >= 0, got {max_wait_ms!r}")
@@ -116,24 +117,18 @@ class MicroBatcher:
             self._fail_remaining()
 
     def _serve(self, items: list[_Pending]) -> None:
-        """Ground `items`; if that raises, ground each half on its own, down to single requests."""
-        try:
-            results: list[GroundingResult] = self.engine.ground([p.request for p in items])
-            if len(results) != len(items):
-                raise RuntimeError(f"the engine returned {len(results)} results for {len(items)} requests")
-        except Exception as err:  # noqa: BLE001 - an engine failure fails its request, never the worker
-            if len(items) == 1:
-                _resolve(items[0].future, exception=err)
-                return
-            log.warning("seqpan: a batch of %d failed (%s: %s); retrying its halves", len(items),
-                        type(err).__name__, err)
-            half = len(items) // 2
-            self._serve(items[:half])
-            self._serve(items[half:])
-            return
-        self.batches_run += 1
-        for p, result in zip(items, results):
-            _resolve(p.future, result=result)
+        """Ground `items`, resolving their futures; if that raises, ground each half on its own, down to
+        single requests (`isolate.isolating`): an engine failure fails its request, never the worker."""
+        def ground(batch: list[_Pending]) -> list[GroundingResult]:
+            results: list[GroundingResult] = self.engine.ground([p.request for p in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"the engine returned {len(results)} results for {len(batch)} requests")
+            self.batches_run += 1
+            for p, result in zip(batch, results):
+                _resolve(p.future, result=result)
+            return results
+
+        isolating(items, ground, lambda p, err: _resolve(p.future, exception=err), _log_retry)
 
     def _fail_remaining(self) -> None:
         with self._lock:
@@ -148,6 +143,10 @@ class MicroBatcher:
                 return
             if item is not None and _start(item.future):
                 _resolve(item.future, exception=stopped)
+
+
+def _log_retry(size: int, err: Exception) -> None:
+    log.warning("seqpan: a batch of %d failed (%s: %s); retrying its halves", size, type(err).__name__, err)
 
 
 def _start(future: Future) -> bool:

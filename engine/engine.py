@@ -1,7 +1,6 @@
 """GroundingEngine: batched, batch-invariant, deterministic grounding of (video, query) requests."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import math
@@ -14,45 +13,26 @@ import torch
 from reference.matching import NUM_LABELS
 from reference.model import SeqPAN
 from reference.ops import length_mask
-from reference.errors import SeqPANError
 from reference.precision import ENGINE_PRECISIONS
 
-from .backends import auto_backend_name, build_backend
-from .batching import Shape, plan_batches
-from .data.features import index_to_time, resolve_feature_path
+from .backends import build_backend
+from .buckets import Shape, plan_batches
+from .checks import check_positive_int
+from .data.features import index_to_time
+from .devices import autocast, resolve_backend, resolve_device, resolve_precision
 from .errors import BackendError, RequestError, UsageError, one_line
 from .io.checkpoint import load_checkpoint
+from .isolate import isolating
 from .limits import Limits
 from .lru import LRU
-from .requests import PATHS_REFUSED, GroundingRequest, GroundingResult, Prepared, QueryTokens, prepare_request, \
-    tokenize_query
+from .prepare import Prepared, QueryTokens, prepare_request, tokenize_query
+from .requests import GroundingRequest, GroundingResult
 from .shape_plan import ShapePlan
 from .spans import top_spans
 from .stages import STAGE_NAMES, EagerStep, stage_inputs
 
 PRECISIONS = ("auto", *ENGINE_PRECISIONS)
-DEVICE_TYPES = ("cpu", "cuda")
 log = logging.getLogger("seqpan")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> a CUDA GPU when there is one, else the CPU; raises BackendError for a device that is
-    not cpu/cuda[:N], or a CUDA device this machine does not have."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        parsed = None
-    if parsed is None or parsed.type not in DEVICE_TYPES:
-        raise BackendError(f"unknown device {str(device)!r}; use auto, cpu, cuda or cuda:N")
-    device = parsed
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendError("device 'cuda' was asked for, but no CUDA GPU is available")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise BackendError(f"device {str(device)!r} was asked for, but this machine has "
-                           f"{torch.cuda.device_count()} CUDA GPU(s)")
-    return device
 
 
 class GroundingEngine:
@@ -88,8 +68,7 @@ class GroundingEngine:
                  feature_cache: int = 256, video_cache: int = 256):
         if precision not in PRECISIONS:
             raise BackendError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-            raise UsageError(f"max_batch must be a positive integer, got {max_batch!r}")
+        check_positive_int("max_batch", max_batch)
         if features_root is not None and not Path(features_root).is_dir():
             raise UsageError(f"features root {str(features_root)!r} is not a folder")
         self.features_root = None if features_root is None else Path(features_root).resolve()
@@ -97,8 +76,8 @@ class GroundingEngine:
         self.limits = Limits() if limits is None else limits
         self.device = resolve_device(device)
         on_gpu = self.device.type == "cuda"
-        self.precision = ("bf16" if on_gpu else "fp32") if precision == "auto" else precision
-        self.backend_name = auto_backend_name(self.device) if backend == "auto" else backend
+        self.precision = resolve_precision(precision, self.device)
+        self.backend_name = resolve_backend(backend, self.device)
         self.cfg = model.cfg
         self.word_dict, self.char_dict = word_dict, char_dict
         self.max_batch = max_batch
@@ -141,23 +120,12 @@ class GroundingEngine:
                     progress(1)
 
     def prepare(self, request: GroundingRequest, cache: dict[Hashable, torch.Tensor] | None = None) -> Prepared:
-        """Validate one request and turn it into model inputs; raises RequestError. A `video` request
-        gets its features (and, without a duration, the file's) from the engine's video source; its
-        path obeys `features_root` and `allow_feature_paths` as a `.npy` path does."""
-        if isinstance(request, GroundingRequest) and request.video is not None:
-            if self.video_source is None:
-                raise RequestError("video requests need an engine with a video source (seqpan ground --i3d W.pt)")
-            if not self.allow_feature_paths:
-                raise RequestError(PATHS_REFUSED)
-            try:
-                features, duration = self.video_source(resolve_feature_path(request.video, self.features_root))
-            except SeqPANError as err:
-                raise RequestError(str(err)) from None
-            request = dataclasses.replace(request, features=features, video=None,
-                                          duration=duration if request.duration is None else request.duration)
+        """Validate one request and turn it into model inputs (`engine.prepare`); raises RequestError.
+        A `video` request gets its features (and, without a duration, the file's) from the engine's
+        video source; its path obeys `features_root` and `allow_feature_paths` as a `.npy` path does."""
         return prepare_request(request, self.cfg, self.word_dict, self.char_dict, {} if cache is None else cache,
                                self.limits, self.features_root, self.allow_feature_paths, self.query_tokens,
-                               self.feature_files)
+                               self.feature_files, self.video_source)
 
     def query_tokens(self, text: str) -> QueryTokens:
         """The tokens of a checked query text (kept per text)."""
@@ -205,13 +173,8 @@ class GroundingEngine:
     def run_isolating(self, items: Sequence[Prepared], shape: Shape) -> list[GroundingResult]:
         """`run_batch`, retrying the halves of a batch that fails, so that only a request that fails
         alone gets the error."""
-        try:
-            return self.run_batch(items, shape)
-        except Exception as err:  # noqa: BLE001 - narrowed down below, reported per request
-            if len(items) == 1:
-                return [GroundingResult(None, error=error_message(err))]
-        half = len(items) // 2
-        return self.run_isolating(items[:half], shape) + self.run_isolating(items[half:], shape)
+        return isolating(items, lambda batch: self.run_batch(batch, shape),
+                         lambda _, err: GroundingResult(None, error=error_message(err)))
 
     def run_batch(self, items: Sequence[Prepared], shape: Shape) -> list[GroundingResult]:
         """One batch at `shape`: each video encoded once, each query text encoded once (then kept), the
@@ -339,8 +302,3 @@ def error_message(err: Exception) -> str:
                 exc_info=log.isEnabledFor(logging.DEBUG))
     return one_line(f"internal error: {type(err).__name__}: {err}")[:500]
 
-
-def autocast(device: torch.device, precision: str, backend: str):
-    """bf16 autocast for the reference backend (GPU and CPU); kernels handle their own precision."""
-    enabled = precision == "bf16" and backend == "reference"
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)

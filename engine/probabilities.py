@@ -7,7 +7,7 @@ import torch
 
 from reference.model import SeqPAN
 
-from .requests import Prepared
+from .prepare import Prepared
 
 
 def span_probabilities(model: SeqPAN, prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:

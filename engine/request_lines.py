@@ -6,8 +6,8 @@ import codecs
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import RequestError
-from .requests import GroundingRequest, GroundingResult, json_error_id, parse_json, request_from_json
+from .requests import GroundingRequest, GroundingResult
+from .wire import entry_from_json, entry_from_object, in_input_order
 
 
 def entry_from_line(line: bytes, number: int, base: Path | None) -> GroundingRequest | GroundingResult | None:
@@ -18,22 +18,14 @@ def entry_from_line(line: bytes, number: int, base: Path | None) -> GroundingReq
         line = line[len(codecs.BOM_UTF8):]
     if not line.strip():
         return None
-    obj = None
-    try:
-        obj = parse_json(line)
-        return request_from_json(obj, base, default_id=number)
-    except RequestError as err:
-        return GroundingResult(id=json_error_id(obj), error=f"line {number}: {err}")
+    return entry_from_json(line, f"line {number}", default_id=number, base=base)
 
 
 def entry_from_record(record: dict[str, Any], number: int, base: Path | None) -> GroundingRequest | GroundingResult:
     """Row `number` (1-based) of a requests table (Parquet): the fields of a JSON request, a null
     field counting as absent; a request, or `{id, error}` naming the row."""
     obj = {key: value for key, value in record.items() if value is not None}
-    try:
-        return request_from_json(obj, base, default_id=number)
-    except RequestError as err:
-        return GroundingResult(id=json_error_id(obj), error=f"row {number}: {err}")
+    return entry_from_object(obj, f"row {number}", default_id=number, base=base)
 
 
 def ground_entries(engine, entries: Sequence[GroundingRequest | GroundingResult], top_k: int | None = None,
@@ -44,5 +36,4 @@ def ground_entries(engine, entries: Sequence[GroundingRequest | GroundingResult]
     for request in requests:
         request.top_k = request.top_k if top_k is None else top_k
         request.nms = request.nms if nms is None else nms
-    served = iter(engine.ground(requests, progress=progress))
-    return [next(served) if isinstance(e, GroundingRequest) else e for e in entries]
+    return in_input_order(entries, engine.ground(requests, progress=progress))

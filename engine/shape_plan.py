@@ -8,7 +8,7 @@ static shape, so the number of compiled models is a sum over the stages, not a p
 * cross stage, (batch, clips, words) for each batch size, clip and word bucket; a batch of any
   size runs as a few chunks of the planned sizes (`chunks`).
 
-The buckets are `engine.batching`'s; char buckets stop at the widest word a request may have
+The buckets are `engine.buckets`'s; char buckets stop at the widest word a request may have
 (`Limits.max_word_chars`), batch sizes are the powers of 4 below `max_batch`, and `max_batch`.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from functools import cached_property
 
 from reference.config import SeqPANConfig
 
-from .batching import char_bucket, clip_bucket, word_bucket
+from .buckets import char_bucket, clip_bucket, word_bucket
 
 BATCH_GROWTH = 4  # planned batch sizes grow by this factor
 CALL_COST_ROWS = 0.5  # what one cross-stage call costs beyond its rows, in rows (measured on CPU: ~0.6 ms vs ~1.3 ms a row)

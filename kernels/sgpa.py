@@ -37,13 +37,28 @@ from .common import (
 )
 from .settings import Settings, calculate_settings
 
-# Rows of the packed [16, D, D] weight ([in, out] each) ...
-W_Q, W_FK, W_TK, W_SD, W_XD, W_SG, W_XG, W_GD = (tl.constexpr(i) for i in (0, 1, 3, 5, 6, 7, 8, 9))
-W_B1A, W_B1B, W_B2A, W_B2B, W_D1, W_D2 = (tl.constexpr(i) for i in range(10, 16))
-# ... and of the packed fp32 [20, D] vectors: three norms (weight, bias), then the biases.
-V_N1, V_NT, V_N2 = (tl.constexpr(i) for i in (0, 2, 4))
-V_BIAS = tl.constexpr(6)  # bias of weight i < 10 is row V_BIAS + i
-V_B1, V_B2, V_D1, V_D2 = (tl.constexpr(i) for i in range(16, 20))
+# The packed [16, D, D] weights ([in, out] each), by the SGPALayer linear each row holds; `_pack`
+# writes them in this order and the kernels' row numbers below are read from it ...
+WEIGHT_ROWS = ("attention.query", "attention.f_key", "attention.f_value", "attention.t_key", "attention.t_value",
+               "attention.s_dense", "attention.x_dense", "attention.s_gate", "attention.x_gate",
+               "attention.guided_dense", "attention.bilinear_1.dense_1", "attention.bilinear_1.dense_2",
+               "attention.bilinear_2.dense_1", "attention.bilinear_2.dense_2", "dense_1", "dense_2")
+# ... and the packed fp32 [20, D] vectors: three norms (weight, bias), the biases of the first 10
+# weights (bias of weight i < 10 is row V_BIAS + i), then the bilinears' and the dense layers' biases.
+VECTOR_ROWS = (*(f"{norm}.{p}" for norm in ("norm_1", "norm_t", "norm_2") for p in ("weight", "bias")),
+               *(f"{name}.bias" for name in WEIGHT_ROWS[:10]), "attention.bilinear_1.bias",
+               "attention.bilinear_2.bias", "dense_1.bias", "dense_2.bias")
+
+
+def _rows(order: tuple[str, ...], *names: str) -> list:
+    return [tl.constexpr(order.index(name)) for name in names]
+
+
+W_Q, W_FK, W_TK, W_SD, W_XD, W_SG, W_XG, W_GD, W_B1A, W_B1B, W_B2A, W_B2B, W_D1, W_D2 = _rows(
+    WEIGHT_ROWS, "attention.query", "attention.f_key", "attention.t_key", "attention.s_dense", "attention.x_dense",
+    "attention.s_gate", "attention.x_gate", "attention.guided_dense", *WEIGHT_ROWS[10:])
+V_N1, V_NT, V_N2, V_BIAS, V_B1, V_B2, V_D1, V_D2 = _rows(
+    VECTOR_ROWS, "norm_1.weight", "norm_t.weight", "norm_2.weight", "attention.query.bias", *VECTOR_ROWS[16:])
 
 
 @device_fn
@@ -171,15 +186,10 @@ class FusedSGPALayer(nn.Module):
         self.packed = PackedWeights(layer, self._pack)
 
     def _pack(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        layer, a = self.layer, self.layer.attention
-        dense = [a.query, a.f_key, a.f_value, a.t_key, a.t_value, a.s_dense, a.x_dense, a.s_gate, a.x_gate,
-                 a.guided_dense]
-        bilinear = [a.bilinear_1.dense_1, a.bilinear_1.dense_2, a.bilinear_2.dense_1, a.bilinear_2.dense_2]
-        weights = torch.stack([linear_t(lin, dtype) for lin in (*dense, *bilinear, layer.dense_1, layer.dense_2)])
-        norms = [t for n in (layer.norm_1, layer.norm_t, layer.norm_2) for t in (n.weight, n.bias)]
-        biases = [lin.bias for lin in dense] + [a.bilinear_1.bias, a.bilinear_2.bias, layer.dense_1.bias,
-                                                layer.dense_2.bias]
-        return weights, torch.stack([t.detach().float() for t in norms + biases])
+        """The layer's weights and vectors stacked in the order of WEIGHT_ROWS and VECTOR_ROWS."""
+        layer = self.layer
+        weights = torch.stack([linear_t(layer.get_submodule(name), dtype) for name in WEIGHT_ROWS])
+        return weights, torch.stack([layer.get_parameter(name).detach().float() for name in VECTOR_ROWS])
 
     def settings(self, dtype: torch.dtype) -> Settings:
         """The launch settings for `dtype` inputs."""

@@ -14,7 +14,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("reference",),
     ("kernels",),
     ("engine.data", "engine.io"),
-    ("engine",),  # the serving core: engine, requests, batching, batcher, backends, CUDA graphs, parity
+    ("engine",),  # the serving core: engine, requests, buckets, batcher, backends, CUDA graphs, parity
     ("engine.compile", "engine.train", "engine.serve", "engine.video", "engine.offline"),
     ("engine.cli",),
     ("bench",),
@@ -98,3 +98,39 @@ def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):
                         lambda self, encoding=None: original + "\nfrom ..cli import main\n" if self == fake
                         else open(self, encoding=encoding).read())
     assert ("engine.data.text", "engine.data", "engine.cli") in edges()
+
+
+# One way through the house (issue 22): the path policy and the JSON request parser each have one caller.
+ONE_CALLER = {
+    "resolve_feature_path": {"engine.data.features", "engine.prepare"},  # its home, and the preparation stage
+    "request_from_json": {"engine.wire"},  # the wire protocol reads every JSON request
+}
+
+
+def callers(function: str, modules=None) -> set[str]:
+    """The package modules with a call of `function` (by name or as an attribute)."""
+    found = set()
+    for path in modules if modules is not None else package_modules():
+        if path.name.startswith("test_") or path.name == "conftest.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if name == function:
+                    found.add(module_name(path))
+                    break
+    return found
+
+
+@pytest.mark.parametrize("function", sorted(ONE_CALLER))
+def test_the_path_policy_and_the_json_request_parser_are_called_from_one_module(function):
+    extra = callers(function) - ONE_CALLER[function]
+    assert not extra, f"{function} called outside {sorted(ONE_CALLER[function])}: {sorted(extra)}"
+
+
+def test_the_caller_check_sees_a_second_caller(tmp_path, monkeypatch):
+    """A planted call of the path policy in the CLI is caught."""
+    planted = tmp_path / "planted.py"
+    planted.write_text("from engine.data.features import resolve_feature_path\nresolve_feature_path('a.npy')\n")
+    monkeypatch.setattr("tests.test_layout.REPO", tmp_path)
+    assert callers("resolve_feature_path", [planted]) == {"planted"}

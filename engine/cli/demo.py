@@ -5,7 +5,7 @@ import argparse
 
 import torch
 
-from ..engine import resolve_device
+from ..devices import resolve_device
 from ..errors import UsageError
 from ..train.demo import run_demo
 from . import print_json

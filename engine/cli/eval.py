@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..data.dataset import read_annotations
-from ..engine import resolve_device
+from ..devices import resolve_device
 from ..errors import UsageError
 from ..io.checkpoint import load_checkpoint
 from ..train.evaluate import evaluate_records

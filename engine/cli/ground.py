@@ -7,14 +7,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..checks import check_iou, check_positive_int
 from ..engine import PRECISIONS, GroundingEngine
 from ..errors import UsageError
 from ..io.atomic import check_writable, write_atomically
 from ..io.checkpoint import load_checkpoint
 from ..io.plot import plot_format, plot_moment
 from ..probabilities import span_probabilities
+from ..prepare import prepare_request
 from ..request_lines import entry_from_line, ground_entries
-from ..requests import GroundingRequest, GroundingResult, dumps_result, prepare_request
+from ..requests import GroundingRequest, GroundingResult
+from ..wire import dumps_result
 from ..video.presets import PRESETS
 from . import print_json
 from .extract_features import load_video_package
@@ -51,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give --features (or --video), --query and --duration, or --requests FILE --out FILE")
     if args.requests is not None and (args.out is None or any(v is not None for v in (*single, args.duration))):
         raise UsageError("--requests needs --out, and takes no --features/--video/--query/--duration")
-    if args.max_batch < 1:
-        raise UsageError("--max-batch must be at least 1")
+    check_positive_int("--max-batch", args.max_batch)
     check_video_args(args)
     check_ray_args(args, "batch_size")
     if args.plot is not None:
@@ -138,8 +140,7 @@ def check_video_args(args: argparse.Namespace) -> None:
         raise UsageError("give --features or --video, not both")
     if args.video is not None and args.i3d is None:
         raise UsageError("--video needs --i3d W.pt (the I3D weights its features are extracted with)")
-    if args.nms is not None and not 0 <= args.nms <= 1:
-        raise UsageError(f"--nms must be an IoU between 0 and 1, got {args.nms}")
+    check_iou("--nms", args.nms)
 
 
 def video_source(args: argparse.Namespace):

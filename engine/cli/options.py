@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import argparse
 
+from ..checks import check_positive_int
 from ..data.dataset import FORMATS
+from ..errors import UsageError
 
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    try:
+        return check_positive_int("the value", int(text))
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:

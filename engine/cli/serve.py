@@ -145,6 +145,6 @@ def run(args: argparse.Namespace) -> int:
         from ..serve.ray_app import run_on_ray
 
         return run_on_ray(settings, args.replicas or 1, args.host, args.port, args.ray_address)
-    from ..serve.runner import run_one_process
+    from ..serve.process import run_one_process
 
     return run_one_process(settings, args.host, args.port)

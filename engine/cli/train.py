@@ -6,7 +6,7 @@ import argparse
 from reference.config import PRESETS, preset
 
 from ..data.dataset import build_dataset, read_annotations
-from ..engine import resolve_device
+from ..devices import resolve_device
 from ..io.checkpoint import load_checkpoint
 from ..train.trainer import Schedule, Trainer
 from . import print_json

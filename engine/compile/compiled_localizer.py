@@ -19,7 +19,7 @@ from reference.localizer import ConditionedPredictor, LocalizerOutput
 from reference.model import SeqPAN
 from reference.ops import weights_device
 
-from ..batching import batch_bucket, length_buckets
+from ..buckets import batch_bucket, length_buckets
 from ..cuda_graphs import GraphCache
 from .trt import TrtError, precision_of, trt_localizer
 

@@ -20,7 +20,7 @@ from reference.model import SeqPAN
 from reference.ops import weights_dtype
 from reference.precision import EXPORT_PRECISIONS, PRECISIONS, dtype_name, precision_name
 
-from ..batching import LENGTH_BUCKETS, length_buckets
+from ..buckets import LENGTH_BUCKETS, length_buckets
 from ..io.checkpoint import weights_hash
 from .disk_cache import CacheKey, EngineCache, cache_root
 from .onnx_export import GRAPH_VERSION, INPUT_NAMES, OUTPUT_NAMES, localizer_onnx

@@ -14,7 +14,7 @@ import torch
 from ..backends import auto_backend_name
 from ..engine import GroundingEngine, resolve_device
 from ..request_lines import ground_entries
-from ..requests import dumps_result
+from ..wire import dumps_result
 from .cluster import enter_folder, keep_order
 from .sources import ChunkReader, plan_chunks
 

@@ -27,22 +27,44 @@ RETRY_AFTER_S = "1"
 def build_app(service: GroundingService, replica: str | None = None) -> Starlette:
     """The API in front of `service`; `replica` (if given) is sent in an `X-SeqPAN-Replica` header.
     Starting the app starts loading the model in the background; stopping it drains the batcher."""
-    settings, metrics = service.settings, service.metrics
-    extra_headers = {"X-SeqPAN-Replica": replica} if replica is not None else {}
-    budget = BodyBudget(settings.max_bodies_bytes)
-    page = Page(settings, budget)  # the web page at / and the routes it needs; serves `video` entries
+    api = Api(service, replica)
 
-    def respond(route: str, status: int, payload=None, headers=None, body: bytes | None = None,
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        service.start_loading()
+        yield
+        await asyncio.to_thread(service.close)
+
+    app = Starlette(routes=api.routes, lifespan=lifespan)
+    app.router.redirect_slashes = False  # a redirect would name the client's own Host header
+    return app
+
+
+class Api:
+    """The routes of the HTTP API, each a method: POST /v1/ground, GET /health, /ready, /metrics,
+    and the page's (page.py)."""
+
+    def __init__(self, service: GroundingService, replica: str | None = None):
+        self.service, self.settings, self.metrics = service, service.settings, service.metrics
+        self.extra_headers = {"X-SeqPAN-Replica": replica} if replica is not None else {}
+        self.budget = BodyBudget(self.settings.max_bodies_bytes)
+        self.page = Page(self.settings, self.budget)  # the web page at / and its routes; serves `video` entries
+        self.routes = [Route("/v1/ground", self.ground, methods=["POST"]),
+                       Route("/health", self.health, methods=["GET"]), Route("/ready", self.ready, methods=["GET"]),
+                       Route("/metrics", self.metrics_text, methods=["GET"]), *self.page.routes]
+
+    def respond(self, route: str, status: int, payload=None, headers=None, body: bytes | None = None,
                 media_type: str = "application/json") -> Response:
-        metrics.http_requests.labels(route, str(status)).inc()
+        self.metrics.http_requests.labels(route, str(status)).inc()
         if body is None:
             body = json.dumps(payload, allow_nan=False).encode()
-        return Response(body, status, {**extra_headers, **(headers or {})}, media_type)
+        return Response(body, status, {**self.extra_headers, **(headers or {})}, media_type)
 
-    async def ground(request: Request) -> Response:
+    async def ground(self, request: Request) -> Response:
+        service, settings, metrics, respond = self.service, self.settings, self.metrics, self.respond
         started = time.perf_counter()
         metrics.in_progress.inc()
-        claim, entries = budget.claim(), []
+        claim, entries = self.budget.claim(), []
         try:
             check_bearer(request, settings.api_key)
             if not service.ready:
@@ -51,7 +73,7 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
             body = await read_body(request, settings.max_body_bytes, claim)
             entries = await asyncio.to_thread(parse_body, body, service.engine.limits, settings.max_queue)
             del body
-            results = await until_disconnected(request, service.ground(await page.resolve_videos(entries)))
+            results = await until_disconnected(request, service.ground(await self.page.resolve_videos(entries)))
             payload = {"results": [r.to_json() for r in results]}
             response = respond("/v1/ground", 200, payload)
             metrics.latency.observe(time.perf_counter() - started)
@@ -83,30 +105,18 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
             claim.release()
             metrics.in_progress.dec()
 
-    async def health(request: Request) -> Response:
-        return respond("/health", 200, {"status": "ok"})
+    async def health(self, request: Request) -> Response:
+        return self.respond("/health", 200, {"status": "ok"})
 
-    async def ready(request: Request) -> Response:
-        if service.ready:
-            return respond("/ready", 200, {"status": "ready", "engine": service.engine.description})
-        status = "failed to load the model (see the server's log)" if service.failure else "loading"
-        return respond("/ready", 503, {"status": status})
+    async def ready(self, request: Request) -> Response:
+        if self.service.ready:
+            return self.respond("/ready", 200, {"status": "ready", "engine": self.service.engine.description})
+        status = "failed to load the model (see the server's log)" if self.service.failure else "loading"
+        return self.respond("/ready", 503, {"status": status})
 
-    async def metrics_text(request: Request) -> Response:
-        body, content_type = metrics.render()
-        return respond("/metrics", 200, body=body, media_type=content_type)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):
-        service.start_loading()
-        yield
-        await asyncio.to_thread(service.close)
-
-    routes = [Route("/v1/ground", ground, methods=["POST"]), Route("/health", health, methods=["GET"]),
-              Route("/ready", ready, methods=["GET"]), Route("/metrics", metrics_text, methods=["GET"]), *page.routes]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.router.redirect_slashes = False  # a redirect would name the client's own Host header
-    return app
+    async def metrics_text(self, request: Request) -> Response:
+        body, content_type = self.metrics.render()
+        return self.respond("/metrics", 200, body=body, media_type=content_type)
 
 
 async def until_disconnected(request: Request, work):

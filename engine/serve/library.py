@@ -16,7 +16,7 @@ import numpy as np
 
 from reference.errors import SeqPANError
 
-from ..data.features import resolve_feature_path
+from ..prepare import feature_path
 from ..video.files import VIDEO_SUFFIXES
 
 log = logging.getLogger("seqpan.serve")
@@ -41,7 +41,7 @@ def confined_files(root: str | Path, suffixes: tuple[str, ...]) -> tuple[list[tu
             if file.lower().endswith(suffixes):
                 name = Path(os.path.relpath(os.path.join(folder, file), root)).as_posix()
                 try:
-                    found.append((name, resolve_feature_path(name, root)))
+                    found.append((name, feature_path(name, root, True)))
                 except SeqPANError:
                     continue
     found.sort()
@@ -101,7 +101,7 @@ class VideoLibrary:
         if not isinstance(name, str) or not name.lower().endswith(VIDEO_SUFFIXES):
             raise VideoRefused()
         try:
-            return resolve_feature_path(name, self.folder)
+            return feature_path(name, self.folder, True)
         except SeqPANError:
             raise VideoRefused() from None
 

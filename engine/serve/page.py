@@ -32,7 +32,8 @@ from reference.errors import SeqPANError
 from ..data.dataset import read_durations
 from ..data.features import open_feature_file
 from ..errors import RequestError
-from ..requests import GroundingRequest, GroundingResult, parse_json
+from ..wire import parse_json
+from ..requests import GroundingRequest, GroundingResult
 from .guards import BodyBudget, Refusal, check_bearer, read_body
 from .library import VIDEO_REFUSED, VideoLibrary, VideoRefused, feature_listing
 from .ranges import file_response

@@ -2,8 +2,8 @@
 
 The body's outline is read without building it: each entry of `requests` is found by matching its
 brackets and strings, so a body with more entries than allowed is refused when the first entry too
-many is reached, whatever follows. Each entry is then parsed alone by `engine.requests.parse_json`
-and read by `request_from_json`, the parser and reader of `seqpan ground --requests`, so an entry
+many is reached, whatever follows. Each entry is then read alone by `engine.wire.entry_from_json`,
+the reader of a line of `seqpan ground --requests`, so an entry
 gets the answer (or the error) that a line of a requests file gets: one the parser refuses (not
 UTF-8, NaN, an integer of thousands of digits, nested too deeply) is that entry's error alone."""
 from __future__ import annotations
@@ -15,7 +15,8 @@ from reference.errors import SeqPANError
 
 from ..errors import RequestError
 from ..limits import Limits
-from ..requests import GroundingRequest, GroundingResult, json_error_id, json_value, parse_json, request_from_json
+from ..wire import entry_from_json, parse_json
+from ..requests import GroundingRequest, GroundingResult, json_value
 
 SPACE = re.compile(rb"[ \t\n\r]*")
 STRING_PATTERN = rb'"[^"\\]*(?:\\.[^"\\]*)*"'  # a whole JSON string, escapes included
@@ -153,12 +154,9 @@ class _Outline:
 
 def _entry(text: bytes, index: int, limits: Limits) -> GroundingRequest | GroundingResult:
     """One entry's request, or its error result named `requests[index]`."""
-    obj = None
-    try:
-        obj = parse_json(text)
-        request = request_from_json(obj, None, default_id=index, limits=limits)
-    except RequestError as err:
-        return GroundingResult(id=json_error_id(obj), error=f"requests[{index}]: {err}")
+    request = entry_from_json(text, f"requests[{index}]", default_id=index, limits=limits)
+    if isinstance(request, GroundingResult):
+        return request
     if request.id is not None and json_value(request.id) is None:  # an integer of thousands of digits
         return GroundingResult(id=None, error=f"requests[{index}]: id is an integer too long to be written back; "
                                               "send it as a string")

@@ -17,7 +17,7 @@ from ray import serve
 from ..errors import UsageError
 from .app import build_app
 from .metrics import ServiceMetrics
-from .runner import say, url
+from .process import say, url
 from .service import GroundingService
 from .settings import ServeSettings
 

@@ -12,9 +12,10 @@ import torch
 from reference.errors import SeqPANError
 
 from ..batcher import MicroBatcher
-from ..backends import auto_backend_name
-from ..engine import GroundingEngine, resolve_device
+from ..devices import resolve_backend, resolve_device
+from ..engine import GroundingEngine
 from ..errors import QueueFullError
+from ..wire import in_input_order
 from ..requests import GroundingRequest, GroundingResult
 from .metrics import ServiceMetrics
 from .settings import ServeSettings
@@ -45,7 +46,7 @@ class GroundingService:
         backend_options = None
         if s.threads is not None:
             torch.set_num_threads(s.threads)
-            backend = auto_backend_name(resolve_device(s.device)) if s.backend == "auto" else s.backend
+            backend = resolve_backend(s.backend, resolve_device(s.device))
             backend_options = {"threads": s.threads} if backend == "openvino" else None  # its own thread pool
         engine = GroundingEngine.from_checkpoint(s.checkpoint, device=s.device, precision=s.precision,
                                                  backend=s.backend, max_batch=s.max_batch,
@@ -93,14 +94,11 @@ class GroundingService:
                 future.cancel()
             raise
         answers = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures.values()), return_exceptions=True)
-        served = dict(zip(futures, answers))
-        results = []
-        for i, entry in enumerate(entries):
-            answer = served.get(i, entry)
+        results = in_input_order(entries, answers)
+        for i, answer in enumerate(results):
             if isinstance(answer, BaseException):
                 log.error("grounding failed", exc_info=answer)
-                answer = GroundingResult(entry.id, error=INTERNAL_ERROR)
-            results.append(answer)
+                results[i] = GroundingResult(entries[i].id, error=INTERNAL_ERROR)
         for result in results:
             self.metrics.results.labels("ok" if result.error is None else "error").inc()
         return results

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends import openvino_imports
-from ..engine import resolve_device
+from ..devices import openvino_imports, resolve_device, resolve_precision
 from .errors import VideoError
 from .frames import video_crops
 from .i3d import FEATURE_DIM, InceptionI3d
 from .prefetch import Prefetch
-from .presets import FRAME_MODES, RUNTIMES, Preset, get_preset
-from .runner import WindowRunner
+from .presets import RUNTIMES, Preset, check_frames, get_preset
+from .eager_i3d import WindowRunner
 from .weights import load_i3d
 from .windows import WindowStream
 
@@ -43,9 +42,7 @@ class FeatureExtractor:
 
     def __init__(self, runner: WindowRunner, preset: Preset, frames: str = "jpeg", batch_size: int = 8,
                  buffer: int | None = None):
-        if frames not in FRAME_MODES:
-            raise VideoError(f"unknown frames mode {frames!r} (known: {', '.join(FRAME_MODES)})")
-        self.runner, self.preset, self.frames, self.batch_size = runner, preset, frames, batch_size
+        self.runner, self.preset, self.frames, self.batch_size = runner, preset, check_frames(frames), batch_size
         self.buffer = buffer or 2 * batch_size
         self.queues: dict[int, list] = {}  # window length → [(video, window index, uint8 crops)]
         self.on_frame: Callable[[], None] | None = None  # called after each decoded frame (progress), by the producer
@@ -153,8 +150,7 @@ def make_runner(model: InceptionI3d, device: str = "auto", precision: str = "aut
     if runtime not in RUNTIMES:
         raise VideoError(f"unknown I3D runtime {runtime!r} (known: {', '.join(RUNTIMES)})")
     resolved = resolve_device(device)
-    if precision == "auto":
-        precision = "bf16" if resolved.type == "cuda" else "fp32"
+    precision = resolve_precision(precision, resolved)
     if runtime == "openvino" and resolved.type != "cpu":
         raise VideoError(f"the openvino I3D runtime runs on the CPU, not {resolved}")
     if resolved.type == "cpu" and (runtime == "openvino" or (runtime == "auto" and openvino_imports())):

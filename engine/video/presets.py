@@ -48,3 +48,10 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise VideoError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})") from None
+
+
+def check_frames(frames: str) -> str:
+    """A frames mode (`FRAME_MODES`), or a VideoError naming the known ones."""
+    if frames not in FRAME_MODES:
+        raise VideoError(f"unknown frames mode {frames!r} (known: {', '.join(FRAME_MODES)})")
+    return frames

@@ -11,7 +11,7 @@ import torch
 import engine.cuda_graphs as cuda_graphs
 from engine.cuda_graphs import GraphCache, packed_weights_generation
 from kernels.conv_block import FusedConvBlock
-from kernels.model import triton_seqpan
+from kernels.triton_seqpan import triton_seqpan
 from reference.config import SeqPANConfig
 from reference.conv_block import ConvBlock
 from reference.testing import init_like_trained, random_model

@@ -328,9 +328,9 @@ def test_device_and_option_errors_say_exactly_what_is_wrong(tmp_path):
     cases = [(dict(device="tpu"), "unknown device 'tpu'; use auto, cpu, cuda or cuda:N"),
              (dict(device="meta"), "unknown device 'meta'; use auto, cpu, cuda or cuda:N"),
              (dict(precision="fp16"), f"precision must be one of {PRECISIONS}, got 'fp16'"),
-             (dict(max_batch=0), "max_batch must be a positive integer, got 0"),
-             (dict(max_batch=True), "max_batch must be a positive integer, got True"),
-             (dict(max_batch=2.0), "max_batch must be a positive integer, got 2.0"),
+             (dict(max_batch=0), "max_batch must be an integer of at least 1, got 0"),
+             (dict(max_batch=True), "max_batch must be an integer of at least 1, got True"),
+             (dict(max_batch=2.0), "max_batch must be an integer of at least 1, got 2.0"),
              (dict(features_root=missing), f"features root {str(missing)!r} is not a folder")]
     if not torch.cuda.is_available():
         cases.append((dict(device="cuda:1"), "device 'cuda' was asked for, but no CUDA GPU is available"))
@@ -357,7 +357,7 @@ def test_video_requests_go_through_the_video_source(tmp_path):
     called with the file's real path under the features root; the request is then served like one
     with those features."""
     from engine.data.features import FeatureError, PathRefused
-    from engine.requests import PATHS_REFUSED
+    from engine.prepare import PATHS_REFUSED
 
     (tmp_path / "clip.mp4").write_bytes(b"")
     feats = np.random.default_rng(1).standard_normal((20, CFG.visual_dim)).astype(np.float32)
@@ -416,7 +416,7 @@ def test_the_engine_hands_its_options_to_each_request_and_the_backend(tmp_path):
     backend_options reach the backend."""
     from engine import Limits
     from engine.data.features import PathRefused
-    from engine.requests import PATHS_REFUSED
+    from engine.prepare import PATHS_REFUSED
 
     short = GroundingRequest(np.ones((4, CFG.visual_dim), np.float32), "person opens the door", 10.0)
     engine = make_engine(backend="reference", limits=Limits(max_duration=5.0))

@@ -22,7 +22,7 @@ from hypothesis.extra import numpy as hnp
 
 from engine import (BatcherClosedError, GroundingRequest, MicroBatcher, QueueFullError, RequestError,
                     request_from_json)
-from engine.requests import dumps_result
+from engine.wire import dumps_result
 from tests.engine.test_engine import CFG, WORDS, make_engine
 from tests.helpers import SCORE_RTOL, fuzz_settings, scratch_folder
 

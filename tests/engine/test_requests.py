@@ -148,7 +148,7 @@ def test_issue11_6_non_finite_model_output_is_an_error_not_nan():
                                            (np.int64(7), 7), (("v", 1), ["v", 1]), (b"x", "b'x'")])
 def test_issue11_6_to_json_is_always_valid_json(rid, expected):
     """Issue #11 (6): an id (or any number) that is not JSON is written as valid JSON."""
-    from engine.requests import dumps_result
+    from engine.wire import dumps_result
 
     result = make_engine().ground([GroundingRequest(FEATS, GOOD.query, 10.0, id=rid)])[0]
     assert result.id is rid  # the caller's own object is kept on the result
@@ -252,11 +252,11 @@ def test_request_from_json_features_win_over_video_and_limits_apply(tmp_path):
 
 
 @pytest.mark.parametrize("top_k, nms, message", [(0, None, "got 0"), (-2, None, "got -2"), ("3", None, "got str"),
-                                                 (True, None, "got bool"), (2, 1.5, "got 1.5"), (2, "0.5", "got str"),
-                                                 (2, False, "got bool")])
+                                                 (True, None, "got True"), (2, 1.5, "got 1.5"), (2, "0.5", "got str"),
+                                                 (2, False, "got False")])
 def test_top_k_errors_show_a_number_itself_and_anything_else_by_type(top_k, nms, message):
     from engine import RequestError
-    from engine.requests import check_top_k
+    from engine.prepare import check_top_k
 
     with pytest.raises(RequestError, match=message):
         check_top_k(top_k, nms)
@@ -307,7 +307,7 @@ def test_request_from_json_reads_video_requests(tmp_path):
 def test_field_bounds_admit_their_own_values():
     """Bounds by their documentation: a duration is any finite number > 0 up to max_duration, a seed
     any integer in [0, 2**64), an NMS IoU any number in [0, 1]."""
-    from engine.requests import check_duration, check_seed, check_top_k
+    from engine.prepare import check_duration, check_seed, check_top_k
 
     tight = Limits(max_duration=50.0)
     assert check_duration(0.5, tight) == 0.5 and check_duration(50, tight) == 50.0
@@ -318,7 +318,8 @@ def test_field_bounds_admit_their_own_values():
 def test_results_are_written_without_nan():
     """dumps_result writes strict JSON: a non-finite number as null (the engine turns a non-finite
     answer into an error before that)."""
-    from engine.requests import GroundingResult, dumps_result
+    from engine.wire import dumps_result
+    from engine.requests import GroundingResult
 
     assert json.loads(dumps_result(GroundingResult("a", 1.0, 2.0, 0, 1, 0.5))) == {
         "id": "a", "start": 1.0, "end": 2.0, "start_index": 0, "end_index": 1, "score": 0.5}
@@ -330,7 +331,7 @@ def test_prepare_request_keeps_what_the_request_asks_for(tmp_path):
     """By hand: float64 features become float32 [T, D] (T below max_pos_len kept), the clip bucket is
     T's, the seed's noise is gumbel_noise((T, labels), Generator().manual_seed(seed)), top_k and nms
     are the request's, and a file past max_feature_bytes is refused by its size."""
-    from engine.requests import prepare_request
+    from engine.prepare import prepare_request
     from reference.matching import NUM_LABELS, gumbel_noise
 
     clips = 21
@@ -360,16 +361,18 @@ def test_prepare_request_keeps_what_the_request_asks_for(tmp_path):
 ])
 def test_each_check_says_exactly_what_is_wrong(check, value, message):
     """The whole one-line message of each field check, not only the field it names."""
-    import engine.requests
+    import engine.prepare
+    import engine.wire
 
+    module = engine.wire if hasattr(engine.wire, check) else engine.prepare
     with pytest.raises(RequestError) as err:
-        getattr(engine.requests, check)(value)
+        getattr(module, check)(value)
     assert str(err.value) == message
 
 
 def test_request_errors_name_what_is_missing_or_malformed(tmp_path):
     from engine import request_from_json
-    from engine.requests import prepare_request
+    from engine.prepare import prepare_request
 
     for obj, message in [({"query": "door"}, "missing features, duration"),
                          ({"features": 3, "query": "door", "duration": 3}, "features must be a path to a .npy file "
@@ -385,7 +388,7 @@ def test_request_errors_name_what_is_missing_or_malformed(tmp_path):
 def test_a_feature_file_error_names_the_path_the_caller_gave(tmp_path):
     """Under a features root, an unusable file is named as the request named it, not by the server's
     real path."""
-    from engine.requests import prepare_request
+    from engine.prepare import prepare_request
 
     (tmp_path / "v.npy").write_text("not an array")
     with pytest.raises(RequestError) as err:
@@ -419,7 +422,7 @@ def test_json_value_converts_eight_levels_and_bounded_integers():
 
 
 def test_video_ids_are_compared_as_plain_text():
-    from engine.requests import check_video_id
+    from engine.prepare import check_video_id
 
     assert check_video_id(np.int64(7)) == "7" and check_video_id(7) == "7"
     assert type(check_video_id(Text("v"))) is str and check_video_id(Text("v")) == "v"
@@ -436,8 +439,8 @@ def test_a_video_id_shares_its_own_features_only(tmp_path):
 
 
 def test_the_clip_bucket_is_the_videos_and_limits_reach_the_duration_check():
-    from engine.batching import clip_bucket
-    from engine.requests import prepare_request
+    from engine.buckets import clip_bucket
+    from engine.prepare import prepare_request
 
     short = GroundingRequest(FEATS[:3], GOOD.query, 10.0)
     assert prepare_request(short, CFG, WORD_DICT, CHAR_DICT, {}).shape.clips == clip_bucket(3, CFG.max_pos_len) < 32
@@ -446,7 +449,7 @@ def test_the_clip_bucket_is_the_videos_and_limits_reach_the_duration_check():
 
 
 def test_json_requests_carry_top_k_and_nms():
-    from engine.requests import request_from_json
+    from engine.wire import request_from_json
 
     base = {"features": [[0.0] * CFG.visual_dim], "query": "door", "duration": 3}
     plain = request_from_json(base)

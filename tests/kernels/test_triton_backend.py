@@ -1,4 +1,4 @@
-"""The `triton` backend (kernels.model) reproduces the original model's golden files."""
+"""The `triton` backend (kernels.triton_seqpan) reproduces the original model's golden files."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 
 from engine.backends import build_backend
 from engine.io.golden import golden_model, load_golden
-from kernels.model import FusedSpanPredictor, triton_seqpan
+from kernels.triton_seqpan import FusedSpanPredictor, triton_seqpan
 from reference.config import SeqPANConfig
 from reference.model import SeqPAN
 from reference.ops import relative_error

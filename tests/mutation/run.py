@@ -26,12 +26,14 @@ from score import score_table  # noqa: E402
 
 # group -> (file mutated, mutant names to run, the tests that cover it)
 GROUPS = {
-    "batching": ("engine/batching.py", "engine.batching.*", ["tests/engine/test_batching.py"]),
+    "buckets": ("engine/buckets.py", "engine.buckets.*", ["tests/engine/test_buckets.py"]),
     "spans": ("engine/spans.py", "engine.spans.*", ["tests/engine/test_spans.py", "tests/engine/test_engine_top_k.py"]),
     "decode_span": ("reference/localizer.py", "reference.localizer.x_decode_span__mutmut_*",
                     ["tests/reference/test_properties.py", "tests/engine/test_spans.py", "tests/kernels/test_span.py"]),
     "batcher": ("engine/batcher.py", "engine.batcher.*", ["tests/engine/test_batcher.py"]),
-    "requests": ("engine/requests.py", "engine.requests.*",
+    "prepare": ("engine/prepare.py", "engine.prepare.*",
+                ["tests/engine/test_requests.py", "tests/engine/cli/test_ground.py"]),
+    "wire": ("engine/wire.py", "engine.wire.*",
                  ["tests/engine/test_requests.py", "tests/engine/cli/test_ground.py",
                   "tests/engine/test_fuzz.py::test_fuzz_request_from_json_gives_a_request_or_a_request_error"]),
     "engine": ("engine/engine.py", "engine.engine.*", ["tests/engine/test_engine.py", "tests/engine/test_engine_top_k.py"]),

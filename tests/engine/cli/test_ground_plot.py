@@ -13,7 +13,7 @@ import torch
 from engine import GroundingEngine, GroundingRequest
 from engine.io.checkpoint import save_checkpoint
 from engine.probabilities import span_probabilities
-from engine.requests import prepare_request
+from engine.prepare import prepare_request
 from tests.engine.test_engine import CFG, CHAR_DICT, MODEL, WORD_DICT
 from tests.helpers import run_cli
 

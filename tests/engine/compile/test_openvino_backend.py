@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from engine import GroundingEngine, GroundingRequest
-from engine.backends import build_backend, openvino_imports
+from engine.backends import build_backend
+from engine.devices import openvino_imports
 from engine.errors import BackendError
 from engine.parity import run_parity
 from engine.stages import stage_inputs

@@ -325,7 +325,7 @@ def test_a_feature_file_is_keyed_and_read_through_one_open_file(tmp_path, monkey
 
     import engine.data.features as features_module
     from engine.limits import Limits
-    from engine.requests import video_features
+    from engine.prepare import video_features
     from reference.config import SeqPANConfig
 
     cfg = SeqPANConfig(num_words=4, num_chars=4, visual_dim=2, max_pos_len=8)

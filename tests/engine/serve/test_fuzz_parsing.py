@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from engine.errors import RequestError
 from engine.limits import Limits
-from engine.requests import GroundingRequest, json_error_id, request_from_json
+from engine.wire import json_error_id, request_from_json
+from engine.requests import GroundingRequest
 from engine.serve.parsing import BodyTooLarge, parse_body
 from tests.helpers import fuzz_settings
 

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.server_process import ServerProcess
 from engine import GroundingEngine, GroundingRequest, MicroBatcher, QueueFullError
 from engine.data.features import PathRefused
-from engine.requests import PATHS_REFUSED
+from engine.prepare import PATHS_REFUSED
 from engine.serve.app import build_app
 from engine.serve.metrics import ServiceMetrics
 from engine.serve.service import GroundingService

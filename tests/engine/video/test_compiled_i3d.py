@@ -11,7 +11,7 @@ pytest.importorskip("openvino", reason="the compiled I3D needs OpenVINO")
 
 from engine.compile.openvino_backend import core
 from engine.video.compiled_i3d import CompiledWindowRunner, I3dKey, i3d_hash
-from engine.video.runner import WindowRunner
+from engine.video.eager_i3d import WindowRunner
 from engine.video.weights import random_i3d
 
 

@@ -15,7 +15,7 @@ from engine.video.errors import VideoError
 from engine.video.extract import FeatureExtractor
 from engine.video.frames import video_crops
 from engine.video.presets import PRESETS
-from engine.video.runner import WindowRunner
+from engine.video.eager_i3d import WindowRunner
 from engine.video.weights import random_i3d
 from engine.video.windows import plan_windows
 
@@ -142,3 +142,11 @@ def test_the_producer_decodes_ahead_while_the_network_runs_bounded_by_its_buffer
     assert np.array_equal(extractor.extract(video), window_by_window(video, preset, WindowSummary()))
     # while window 0 runs: windows 1 and 2 in the buffer, window 3 (done at frame 37) waiting for room
     assert at_forward == [37] and len(decoded) == 60
+
+
+def test_an_unknown_frames_mode_is_refused_by_the_extractor_and_by_the_decoder(tmp_path):
+    """One check of the frames mode: both entry points name the mode and the known ones."""
+    with pytest.raises(VideoError, match=r"unknown frames mode 'png' \(known: jpeg, direct\)"):
+        FeatureExtractor(WindowSummary(), PRESETS["charades"], frames="png")
+    with pytest.raises(VideoError, match=r"unknown frames mode 'png' \(known: jpeg, direct\)"):
+        next(video_crops(tmp_path / "missing.mp4", PRESETS["charades"], frames="png"))

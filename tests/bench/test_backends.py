@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench.report import cpu_table, headline_table, plot_latency, render_markdown, rows_table, speedups
-from bench.runner import Bench, BenchOptions, engine_ground, engine_step
+from bench.backends import Bench, BenchOptions, engine_ground, engine_step
 from bench.workloads import load_workload, model_inputs, random_model, requests
 from engine import GroundingEngine
 from engine.backends import BACKENDS, BackendError
@@ -84,7 +84,7 @@ def _has_matplotlib() -> bool:
 
 
 def test_a_failing_backend_is_skipped_with_its_reason_and_the_rest_measured(monkeypatch):
-    monkeypatch.setitem(BACKENDS, "broken", "tests.bench.test_runner:broken_backend")
+    monkeypatch.setitem(BACKENDS, "broken", "tests.bench.test_backends:broken_backend")
     opts = BenchOptions(workloads=["charades"], backends=["engine-broken", "reference-eager"], precisions=["fp32"],
                         batch_sizes=[1], device=torch.device("cpu"), repeats=1, warmup=0, sections=["rows"])
     results = Bench(opts).run()

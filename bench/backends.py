@@ -25,6 +25,7 @@ import torch
 
 from engine import GroundingEngine, GroundingRequest, MicroBatcher
 from engine.backends import BACKENDS
+from engine.devices import autocast
 from reference.model import SeqPAN
 
 from . import report
@@ -73,7 +74,7 @@ class BenchOptions:
 def reference_forward(model, precision: str, device: torch.device) -> Callable[..., tuple[torch.Tensor, ...]]:
     """The reference forward on one padded batch (isolated padding); bf16 = autocast over fp32 weights."""
     def forward(video, video_len, words, chars):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with autocast(device, precision):
             out = model(video, video_len, words, chars, "isolated")
         return out.start_index, out.end_index, out.score
     return forward

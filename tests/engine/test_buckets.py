@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.batching import (Shape, batch_bucket, char_bucket, clip_bucket, length_buckets, merged_shapes,
+from engine.buckets import (Shape, batch_bucket, char_bucket, clip_bucket, length_buckets, merged_shapes,
                              plan_batches, word_bucket)
 
 

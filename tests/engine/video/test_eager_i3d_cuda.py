@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.video.runner import WindowRunner
+from engine.video.eager_i3d import WindowRunner
 from engine.video.weights import random_i3d
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")]

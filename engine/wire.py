@@ -1,0 +1,119 @@
+"""The wire protocol: JSON in (strict parsing of untrusted text, a request from its JSON object, one
+entry of a requests file or an HTTP body) and JSON out (a result as a line of strict JSON). The CLI and
+the server read requests only through here; each field is checked by `engine.prepare`'s checks."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .errors import RequestError
+from .limits import Limits
+from .prepare import DEFAULT_LIMITS, check_duration, check_query, check_seed, check_top_k, check_video_id
+from .requests import GroundingRequest, GroundingResult
+
+JSON_FIELDS = ("features", "query", "duration")  # required; optional: id, video_id, seed, top_k, nms
+
+
+def dumps_result(result: GroundingResult) -> str:
+    """One result as a line of strict JSON (no NaN or Infinity)."""
+    return json.dumps(result.to_json(), allow_nan=False)
+
+
+def check_id(value: Any) -> Any:
+    """A request id from JSON: a string, a number or null (an object or array is refused)."""
+    if value is None or isinstance(value, (str, bool, int)) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    raise RequestError(f"id must be a string, a number or null, got {type(value).__name__}")
+
+
+def request_from_json(obj: Any, base: Path | None = None, default_id: Any = None,
+                      limits: Limits = DEFAULT_LIMITS) -> GroundingRequest:
+    """A request from one parsed JSON object: `features` (a `.npy` path, or a [T][D] list of
+    numbers) or `video` (a video file, for an engine with a video source; `duration` then optional),
+    `query`, `duration`, and optional `id` (default `default_id`), `video_id`, `seed`, `top_k` (moments
+    to return, default 1) and `nms` (their overlap IoU, default none). A relative
+    path is read from `base` when that is given. Unknown fields are ignored. Raises RequestError
+    naming the first thing wrong; the features themselves are checked by the engine."""
+    if not isinstance(obj, dict):
+        raise RequestError(f"expected a JSON object, got {type(obj).__name__}")
+    video = obj.get("video") if "features" not in obj else None
+    required = ("query",) if isinstance(video, str) else JSON_FIELDS
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise RequestError(f"missing {', '.join(missing)}")
+    features = obj.get("features")
+    if isinstance(video, str):
+        video = _from_base(video, base)
+    elif isinstance(features, str):
+        features = _from_base(features, base)
+    elif not isinstance(features, list):
+        raise RequestError("features must be a path to a .npy file or a [T, D] list of numbers")
+    duration = obj.get("duration")
+    top_k, nms = check_top_k(obj.get("top_k", 1), obj.get("nms"), limits)
+    return GroundingRequest(features, check_query(obj["query"], limits),
+                            None if video is not None and duration is None else check_duration(duration, limits),
+                            video_id=check_video_id(obj.get("video_id")), id=check_id(obj.get("id", default_id)),
+                            seed=check_seed(obj.get("seed")), video=video, top_k=top_k, nms=nms)
+
+
+def _from_base(path_text: str, base: Path | None) -> Path:
+    path = Path(path_text)
+    return base / path if base is not None and not path.is_absolute() else path
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Strict JSON from untrusted text: UTF-8 only, no NaN/Infinity, nesting as deep as Python's
+    recursion allows; anything else is a RequestError."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise RequestError(f"not valid UTF-8 (byte 0x{err.object[err.start]:02x} at offset {err.start})") from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise RequestError("JSON nested too deeply") from None
+    except ValueError as err:  # JSONDecodeError, NaN/Infinity, an integer of too many digits
+        raise RequestError(f"not valid JSON: {err}") from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def json_error_id(obj: Any) -> Any:
+    """The id to report an unusable JSON request under: its own when that is valid, else None."""
+    try:
+        return check_id(obj.get("id")) if isinstance(obj, dict) else None
+    except RequestError:
+        return None
+
+
+def entry_from_json(text: str | bytes, label: str, default_id: Any = None, base: Path | None = None,
+                    limits: Limits = DEFAULT_LIMITS) -> GroundingRequest | GroundingResult:
+    """One entry of a requests file (a line) or of an HTTP body: its request, or an error result
+    whose message starts with `label` (the line or the position) and whose id is the entry's own
+    when that is valid. Anything wrong with the entry is its error alone."""
+    try:
+        obj = parse_json(text)
+    except RequestError as err:
+        return GroundingResult(id=None, error=f"{label}: {err}")
+    return entry_from_object(obj, label, default_id, base, limits)
+
+
+def entry_from_object(obj: Any, label: str, default_id: Any = None, base: Path | None = None,
+                      limits: Limits = DEFAULT_LIMITS) -> GroundingRequest | GroundingResult:
+    """`entry_from_json` for an entry already parsed (a JSON value, or a table's row as a dict)."""
+    try:
+        return request_from_json(obj, base, default_id=default_id, limits=limits)
+    except RequestError as err:
+        return GroundingResult(id=json_error_id(obj), error=f"{label}: {err}")
+
+
+def in_input_order(entries: Sequence[GroundingRequest | GroundingResult], served: Iterable[Any]) -> list[Any]:
+    """Results in the entries' order: each request's answer from `served` (the answers to the entries'
+    requests, in their order), each entry that is already an error result as it is."""
+    answers = iter(served)
+    return [next(answers) if isinstance(entry, GroundingRequest) else entry for entry in entries]

@@ -41,7 +41,7 @@ class GroundingService:
         return self._ready.is_set()
 
     def load(self) -> None:
-        """Load the checkpoint, run the common shapes once, start the micro-batcher (blocking)."""
+        """Load the checkpoint, compile every shape of its plan (warm-up), start the micro-batcher (blocking)."""
         s = self.settings
         backend_options = None
         if s.threads is not None:

@@ -4,7 +4,7 @@ the engine's backends, in one process, on the same workload, each timed in its o
 A reference or hand-export row times one forward of one padded batch of B queries on ready id
 tensors (all a hand export can take). An `engine-*` row times what users call:
 `GroundingEngine.ground(requests)`, arrays and query strings in, results out, with the engine's
-query cache off (every query is new to it). An `engine-*-step` row times the same batches' step
+query and video caches off (every query and video is new to it). An `engine-*-step` row times the same batches' step
 (`GroundingEngine.run_batch` on requests prepared beforehand: the three stages and their batch
 assembly, without request checks, tokenizing and planning).
 """
@@ -125,8 +125,9 @@ class Bench:
         notes = [
             ("reference-* and hand-export rows time one forward on ready id tensors (on the device); engine-* "
              "rows time GroundingEngine.ground(requests) end to end (arrays and query strings in, results out; "
-             "the engine's query and video caches off: every query and video new to it); engine-*-step rows time GroundingEngine."
-             "run_batch over the same batches, on requests prepared beforehand (the step and its batch assembly)"),
+             "the engine's query and video caches off: every query and video new to it); engine-*-step rows "
+             "time GroundingEngine.run_batch over the same batches, on requests prepared beforehand (the step "
+             "and its batch assembly)"),
             ("workloads: real queries in file order from engine/data; synthesized N(0, 1) clip features (seeded); "
              "random weights; vocabulary built from the workload's queries"),
             ("engine rows encode each video once for all its queries in the batch (the annotations' grouping); "

@@ -110,12 +110,9 @@ class GroundingEngine:
     def warm_up(self, progress: Callable[[int], None] | None = None) -> None:
         """Run every stage once at every shape of the plan (compiling or capturing each), so that no
         request waits for one later; `progress` gets 1 per shape."""
-        cfg, device = self.cfg, self.device
-        shapes = {"video": self.plan.video_shapes(), "query": self.plan.query_shapes(),
-                  "cross": self.plan.cross_shapes()}
         for name in STAGE_NAMES:
-            for shape in shapes[name]:
-                self.step.run(name, *(t.to(device) for t in stage_inputs(cfg, name, shape)))
+            for shape in self.plan.shapes(name):
+                self.step.run(name, *(t.to(self.device) for t in stage_inputs(self.cfg, name, shape)))
                 if progress:
                     progress(1)
 
@@ -185,8 +182,12 @@ class GroundingEngine:
         for p in items:
             if p.video_key not in videos:
                 videos[p.video_key] = self.encoded_video(p, n)
+        queries: dict[str, torch.Tensor] = {}
+        for p in items:
+            if p.query.text not in queries:
+                queries[p.query.text] = self.encode_query(p.query)
         v = cat_rows([videos[p.video_key] for p in items])
-        q = pad_queries([self.encode_query(p.query) for p in items], m)
+        q = pad_queries([queries[p.query.text] for p in items], m)
         video_len = torch.from_numpy(np.array([p.features.shape[0] for p in items]))
         query_len = torch.from_numpy(np.array([p.query.length for p in items]))
         noise = np.zeros((b, n, NUM_LABELS), np.float32)

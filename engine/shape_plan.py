@@ -58,6 +58,10 @@ class ShapePlan:
         """(queries, clips, words) of every cross-stage model."""
         return [(b, n, m) for b in self.batches for n in self.clips for m in self.words]
 
+    def shapes(self, stage: str) -> list[tuple[int, ...]]:
+        """The shapes of stage `stage` (video, query or cross)."""
+        return {"video": self.video_shapes, "query": self.query_shapes, "cross": self.cross_shapes}[stage]()
+
     def __len__(self) -> int:
         return len(self.video_shapes()) + len(self.query_shapes()) + len(self.cross_shapes())
 

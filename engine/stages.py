@@ -105,10 +105,8 @@ class EagerStep:
         self.model, self.plan, self.autocast = model, plan, autocast
         self.words = word_table(model)
         self.stages = {name: STAGES[name](model).eval() for name in STAGE_NAMES}
-        counts = {"video": len(plan.video_shapes()), "query": len(plan.query_shapes()),
-                  "cross": len(plan.cross_shapes())}
         generation = lambda: packed_weights_generation(model)  # noqa: E731 - the triton backend's repacks
-        self.graphs = {name: GraphCache(self._runner(name), counts[name], generation=generation)
+        self.graphs = {name: GraphCache(self._runner(name), len(plan.shapes(name)), generation=generation)
                        for name in STAGE_NAMES} if cuda_graphs else None
 
     def _runner(self, name: str) -> Callable[..., tuple[torch.Tensor, ...]]:

@@ -200,9 +200,7 @@ class OpenVinoStep:
 
     def run(self, name: str, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Stage `name` on CPU tensors of a planned shape."""
-        models = self.backend.stage(name, "isolated")
-        out = models(shape_of(name, inputs), *(t.numpy() for t in inputs))
-        return tuple(torch.from_numpy(a) for a in out)
+        return self.backend.run_stage(name, "isolated", *inputs)
 
     def word_vectors(self, word_ids: torch.Tensor) -> torch.Tensor:
         return self.words[word_ids]
@@ -245,6 +243,12 @@ class OpenVinoSeqPAN(nn.Module):
                                                      self.threads)
         return self.stages[name, padding]
 
+    def run_stage(self, name: str, padding: str, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Stage `name` in `padding` mode on CPU tensors, at their shape."""
+        inputs = tuple(t.contiguous() for t in inputs)
+        out = self.stage(name, padding)(shape_of(name, inputs), *(t.numpy() for t in inputs))
+        return tuple(torch.from_numpy(a) for a in out)
+
     def engine_step(self, plan: ShapePlan) -> OpenVinoStep:
         """The engine's step on this backend."""
         return OpenVinoStep(self)
@@ -257,15 +261,10 @@ class OpenVinoSeqPAN(nn.Module):
         b, n = inp.video_mask.shape
         query_len = inp.query_mask.sum(dim=1)
         noise = torch.zeros(b, n, NUM_LABELS) if gumbel_noise is None else gumbel_noise[:, :n].float()
-
-        def run(name: str, *inputs: torch.Tensor) -> list[np.ndarray]:
-            inputs = tuple(t.contiguous() for t in inputs)
-            return self.stage(name, padding)(shape_of(name, inputs), *(t.numpy() for t in inputs))
-
-        v, = run("video", inp.video.float(), inp.video_len.long())
-        q, = run("query", self.word_table[inp.word_ids.long()], inp.char_ids.long(), query_len)
-        start_logits, end_logits, match_logits = (torch.from_numpy(a) for a in run(
-            "cross", torch.from_numpy(v), inp.video_len.long(), torch.from_numpy(q), query_len, noise))
+        v, = self.run_stage("video", padding, inp.video.float(), inp.video_len.long())
+        q, = self.run_stage("query", padding, self.word_table[inp.word_ids.long()], inp.char_ids.long(), query_len)
+        start_logits, end_logits, match_logits = self.run_stage("cross", padding, v, inp.video_len.long(), q,
+                                                                query_len, noise)
         return SeqPANOutput(start_logits, end_logits, match_logits, *decode_span(start_logits, end_logits, inp.video_mask),
                             inp.video_mask)
 

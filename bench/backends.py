@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from engine import GroundingEngine, GroundingRequest, MicroBatcher
+from engine import GroundingEngine, GroundingRequest, GroundingResult, MicroBatcher
 from engine.backends import BACKENDS
 from engine.devices import autocast
 from reference.model import SeqPAN
@@ -90,11 +90,12 @@ def engine_ground(engine: GroundingEngine, reqs: list[GroundingRequest]) -> Call
 
 def engine_step(engine: GroundingEngine, reqs: list[GroundingRequest]) -> Callable[[], object]:
     """A zero-argument call running the engine's step on every batch `engine.ground(reqs)` runs, on
-    the requests prepared beforehand (`GroundingEngine.batches`)."""
-    batches, refused = engine.batches(reqs)
+    the requests prepared beforehand (`GroundingEngine.prepare_all` and `batch_plan`)."""
+    prepared = engine.prepare_all(reqs)
+    refused = sorted(e.error for e in prepared if isinstance(e, GroundingResult))
     if refused:
-        raise RuntimeError(f"the engine refused workload requests: {sorted(r.error for r in refused.values())[:3]}")
-    batches = [(shape, [p for _, p in members]) for shape, members in batches]
+        raise RuntimeError(f"the engine refused workload requests: {refused[:3]}")
+    batches = [(shape, [prepared[k] for k in members]) for shape, members in engine.batch_plan(prepared)]
     return lambda: [engine.run_batch(items, shape) for shape, items in batches]
 
 

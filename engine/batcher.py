@@ -1,4 +1,4 @@
-"""Online micro-batcher: concurrent callers submit requests; a worker runs them in batches."""
+"""Online micro-batcher: concurrent callers submit requests; the next batch is prepared while one runs."""
 from __future__ import annotations
 
 import logging
@@ -6,8 +6,10 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from .checks import check_positive_int
 from .engine import GroundingEngine
@@ -23,21 +25,29 @@ class _Pending:
     request: GroundingRequest
     future: Future
     submitted: float
+    prepared: Any = None  # the engine's prepared request, once the preparer has made it
 
 
 class MicroBatcher:
-    """Groups submitted requests into batches of up to `max_batch`, waiting at most `max_wait_ms`
-    after the first request of a batch arrives. At most `max_queue` requests wait; more are refused
-    with QueueFullError. Use as a context manager, or call `close()`: it drains in-flight work.
+    """Groups submitted requests into batches of up to `max_batch`. At most `max_queue` requests wait;
+    more are refused with QueueFullError. Use as a context manager, or call `close()`: it drains
+    in-flight work.
 
-    The worker survives everything a request or the engine can do: a cancelled future is skipped,
-    a batch whose `ground` raises is retried in halves so that only a request that fails alone gets
-    the exception, and `close()` may be called at any moment, from any thread (a future's callback
-    included).
+    Two threads form a pipeline. The preparer takes whatever has been submitted and prepares it
+    (`engine.prepare_all`: checks, tokens, features; a refused request is answered at once); the
+    worker grounds prepared requests (`engine.run_prepared`). So the host work of the next batch is
+    done while the model runs this one. A batch goes when the worker is free and `max_batch`
+    requests are ready or the oldest ready one was submitted `max_wait_ms` ago: under load, batches
+    fill with what arrived while the model ran, without waiting.
+
+    The worker survives everything a request or the engine can do: a cancelled future is skipped
+    (until its batch starts), a batch whose run raises is retried in halves so that only a request
+    that fails alone gets the exception, and `close()` may be called at any moment, from any thread
+    (a future's callback included). `on_batch(size)`, when given, is told of every batch run.
     """
 
     def __init__(self, engine: GroundingEngine, max_batch: int = 64, max_wait_ms: float = 2.0,
-                 max_queue: int = 4096):
+                 max_queue: int = 4096, on_batch: Callable[[int], None] | None = None):
         check_positive_int("max_batch", max_batch)
         check_positive_int("max_queue", max_queue)
         if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float)) \
@@ -47,13 +57,21 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()  # bounded by _waiting
-        self._waiting = 0
-        self._closed = threading.Event()
+        self.on_batch = on_batch
+        self._submitted: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()  # bounded by _waiting
+        self._ready: deque[_Pending] = deque()  # prepared, in submission order
+        self._waiting = 0  # submitted, and neither answered by the preparer nor taken by the worker
         self._lock = threading.Lock()
-        self._in_flight: list[_Pending] = []
+        self._ready_changed = threading.Condition(self._lock)
+        self._closed = threading.Event()
+        self._prepared_all = False  # the preparer has stopped: nothing more becomes ready
+        self._stopped = False  # a thread died: whatever is left fails
+        self._preparing: list[_Pending] = []  # the preparer's group
+        self._in_flight: list[_Pending] = []  # the worker's batch
         self.batches_run = 0
-        self._worker = threading.Thread(target=self._loop, name="seqpan-batcher", daemon=True)
+        self._preparer = threading.Thread(target=self._prepare_loop, name="seqpan-prepare", daemon=True)
+        self._worker = threading.Thread(target=self._run_loop, name="seqpan-batcher", daemon=True)
+        self._preparer.start()
         self._worker.start()
 
     def submit(self, request: GroundingRequest) -> Future:
@@ -65,18 +83,21 @@ class MicroBatcher:
             if self._waiting >= self.max_queue:
                 raise QueueFullError(f"request queue is full ({self.max_queue} waiting); retry later")
             self._waiting += 1
-            self._queue.put(_Pending(request, future, time.perf_counter()))
+            self._submitted.put(_Pending(request, future, time.perf_counter()))
         return future
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop taking requests, finish everything already queued, stop the worker (waiting at most
-        `timeout` seconds for it; never when called from the worker itself, e.g. in a callback)."""
+        """Stop taking requests, finish everything already queued, stop both threads (waiting at most
+        `timeout` seconds for them; never when called from one of them, e.g. in a callback)."""
         with self._lock:
             if not self._closed.is_set():
                 self._closed.set()
-                self._queue.put(None)
-        if threading.current_thread() is not self._worker:
-            self._worker.join(timeout)
+                self._submitted.put(None)
+        if threading.current_thread() in (self._preparer, self._worker):
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in (self._preparer, self._worker):
+            thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
 
     def __enter__(self) -> "MicroBatcher":
         return self
@@ -84,65 +105,130 @@ class MicroBatcher:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _take(self, timeout: float | None = None) -> _Pending | None:
-        item = self._queue.get(timeout=timeout)
-        if item is not None:
-            with self._lock:
-                self._waiting -= 1
-        return item
-
-    def _loop(self) -> None:
+    # -- the preparer --------------------------------------------------------------------------
+    def _prepare_loop(self) -> None:
         try:
             stop = False
             while not stop:
-                first = self._take()
-                if first is None:
-                    break
-                batch = [first]
-                deadline = first.submitted + self.max_wait
-                while len(batch) < self.max_batch:
+                group = [self._submitted.get()]
+                while group[-1] is not None and len(group) < self.max_batch:  # what else is there now
                     try:
-                        item = self._take(timeout=max(deadline - time.perf_counter(), 0.0))
+                        group.append(self._submitted.get_nowait())
                     except queue.Empty:
                         break
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
+                stop = group[-1] is None
+                self._preparing = [p for p in group if p is not None]
+                self._prepare(self._preparing)
+                self._preparing = []
+        except BaseException:
+            self._fail_remaining()
+            raise
+        finally:
+            with self._lock:
+                self._prepared_all = True
+                self._ready_changed.notify_all()
+
+    def _prepare(self, group: list[_Pending]) -> None:
+        """Prepare `group`; answer its refused requests, hand the rest to the worker."""
+        live = [p for p in group if not p.future.done()]  # not cancelled, not answered by its caller
+        try:
+            entries = _checked(self.engine.prepare_all([p.request for p in live]), len(live)) if live else []
+        except Exception as err:  # noqa: BLE001 - the engine's failure is these requests' answer
+            entries = [err] * len(live)
+        ready = []
+        for p, entry in zip(live, entries):
+            if isinstance(entry, Exception):
+                if _start(p.future):
+                    _resolve(p.future, exception=entry)
+            elif isinstance(entry, GroundingResult):  # refused
+                if _start(p.future):
+                    _resolve(p.future, result=entry)
+            else:
+                p.prepared = entry
+                ready.append(p)
+        with self._lock:
+            self._waiting -= len(group) - len(ready)
+            if self._stopped:  # the worker is gone: fail rather than wait for it
+                self._waiting -= len(ready)
+                _fail(ready, started=False)
+                return
+            self._ready.extend(ready)
+            self._ready_changed.notify_all()
+
+    # -- the worker ----------------------------------------------------------------------------
+    def _run_loop(self) -> None:
+        try:
+            while (batch := self._next_batch()) is not None:
                 self._in_flight = [p for p in batch if _start(p.future)]
                 if self._in_flight:
                     self._serve(self._in_flight)
                 self._in_flight = []
         finally:  # reached early only by a BaseException: fail what is left rather than hang its callers
+            _fail(self._in_flight, started=True)
             self._fail_remaining()
+
+    def _next_batch(self) -> list[_Pending] | None:
+        """The next batch to run (None once everything is done): up to max_batch ready requests, taken
+        when there are max_batch of them, when the oldest was submitted max_wait ago, or when closing."""
+        with self._lock:
+            while not self._ready:
+                if self._prepared_all:
+                    return None
+                self._ready_changed.wait()
+            deadline = self._ready[0].submitted + self.max_wait
+            while len(self._ready) < self.max_batch and not self._prepared_all and not self._closed.is_set():
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                self._ready_changed.wait(left)
+            batch = [self._ready.popleft() for _ in range(min(len(self._ready), self.max_batch))]
+            self._waiting -= len(batch)
+            return batch
 
     def _serve(self, items: list[_Pending]) -> None:
         """Ground `items`, resolving their futures; if that raises, ground each half on its own, down to
         single requests (`isolate.isolating`): an engine failure fails its request, never the worker."""
         def ground(batch: list[_Pending]) -> list[GroundingResult]:
-            results: list[GroundingResult] = self.engine.ground([p.request for p in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"the engine returned {len(results)} results for {len(batch)} requests")
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
+            results = _checked(self.engine.run_prepared([p.prepared for p in batch]), len(batch))
             self.batches_run += 1
             for p, result in zip(batch, results):
+                result.id = getattr(p.request, "id", None)
                 _resolve(p.future, result=result)
             return results
 
         isolating(items, ground, lambda p, err: _resolve(p.future, exception=err), _log_retry)
 
     def _fail_remaining(self) -> None:
+        """After a thread died: refuse new work and fail every request not yet answered or running."""
         with self._lock:
             self._closed.set()
-        stopped = BatcherClosedError("the batcher's worker stopped")
-        for p in self._in_flight:
-            _resolve(p.future, exception=stopped)
+            self._stopped = True
+            ready, self._ready = list(self._ready), deque()
+            self._ready_changed.notify_all()
+        _fail(self._preparing + ready, started=False)
         while True:
             try:
-                item = self._queue.get_nowait()
+                item = self._submitted.get_nowait()
             except queue.Empty:
-                return
-            if item is not None and _start(item.future):
-                _resolve(item.future, exception=stopped)
+                break
+            if item is not None:
+                _fail([item], started=False)
+        self._submitted.put(None)  # wakes the preparer, if it waits
+
+
+def _checked(results: list, count: int) -> list:
+    if len(results) != count:
+        raise RuntimeError(f"the engine returned {len(results)} results for {count} requests")
+    return results
+
+
+def _fail(items: list[_Pending], started: bool) -> None:
+    stopped = BatcherClosedError("the batcher's worker stopped")
+    for p in items:
+        if started or _start(p.future):
+            _resolve(p.future, exception=stopped)
 
 
 def _log_retry(size: int, err: Exception) -> None:

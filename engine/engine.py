@@ -30,6 +30,7 @@ from .requests import GroundingRequest, GroundingResult
 from .shape_plan import ShapePlan
 from .spans import top_spans
 from .stages import STAGE_NAMES, EagerStep, stage_inputs
+from .wire import in_input_order
 
 PRECISIONS = ("auto", *ENGINE_PRECISIONS)
 log = logging.getLogger("seqpan")
@@ -136,36 +137,41 @@ class GroundingEngine:
                progress: Callable[[int], None] | None = None) -> list[GroundingResult]:
         """Ground every request; a request that cannot be served gets a result with `error` set, and
         whatever one request holds never fails another."""
-        results: list[GroundingResult | None] = [None] * len(requests)
-        batches, refused = self.batches(requests)
-        for i, result in refused.items():
-            results[i] = result
-            if progress:
-                progress(1)
-        for shape, members in batches:
-            for (i, _), result in zip(members, self.run_isolating([p for _, p in members], shape)):
-                result.id = requests[i].id
-                results[i] = result
+        entries = self.prepare_all(requests)
+        for _ in range(sum(isinstance(e, GroundingResult) for e in entries) if progress else 0):
+            progress(1)
+        results = in_input_order(entries, self.run_prepared([e for e in entries if isinstance(e, Prepared)], progress))
+        for request, result in zip(requests, results):
+            result.id = getattr(request, "id", None)
+        return results
+
+    def prepare_all(self, requests: Sequence[GroundingRequest]) -> list[Prepared | GroundingResult]:
+        """Each request prepared (`prepare`; a video several of them share is loaded once), or, when
+        it is refused, its error result."""
+        cache: dict[Hashable, torch.Tensor] = {}
+        entries: list[Prepared | GroundingResult] = []
+        for request in requests:
+            try:
+                entries.append(self.prepare(request, cache))
+            except Exception as err:  # noqa: BLE001 - a request's failure is its own result
+                entries.append(GroundingResult(getattr(request, "id", None), error=error_message(err)))
+        return entries
+
+    def run_prepared(self, items: Sequence[Prepared],
+                     progress: Callable[[int], None] | None = None) -> list[GroundingResult]:
+        """Prepared requests (from any number of `prepare_all` calls) grounded in batches bucketed by
+        shape; their results in their order, without ids. `progress` gets each batch's size."""
+        results: list[GroundingResult | None] = [None] * len(items)
+        for shape, members in self.batch_plan(items):
+            for k, result in zip(members, self.run_isolating([items[k] for k in members], shape)):
+                results[k] = result
             if progress:
                 progress(len(members))
         return results  # type: ignore[return-value]
 
-    def batches(self, requests: Sequence[GroundingRequest]) -> tuple[list[tuple[Shape, list[tuple[int, Prepared]]]],
-                                                                       dict[int, GroundingResult]]:
-        """Every request prepared and planned: the batches `ground` runs (each a shape and its
-        (request index, prepared request) members, at most max_batch) and the results of the
-        requests that were refused, by index."""
-        prepared: dict[int, Prepared] = {}
-        refused: dict[int, GroundingResult] = {}
-        cache: dict[Hashable, torch.Tensor] = {}
-        for i, request in enumerate(requests):
-            try:
-                prepared[i] = self.prepare(request, cache)
-            except Exception as err:  # noqa: BLE001 - a request's failure is its own result
-                refused[i] = GroundingResult(getattr(request, "id", None), error=error_message(err))
-        order = list(prepared)
-        plan = plan_batches([(prepared[i].shape, prepared[i].video_key) for i in order], self.max_batch)
-        return [(shape, [(order[k], prepared[order[k]]) for k in members]) for shape, members in plan], refused
+    def batch_plan(self, items: Sequence[Prepared]) -> list[tuple[Shape, list[int]]]:
+        """The batches `run_prepared` runs: each a shape and the indices of its items (at most max_batch)."""
+        return plan_batches([(p.shape, p.video_key) for p in items], self.max_batch)
 
     def run_isolating(self, items: Sequence[Prepared], shape: Shape) -> list[GroundingResult]:
         """`run_batch`, retrying the halves of a batch that fails, so that only a request that fails

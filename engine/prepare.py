@@ -33,6 +33,7 @@ from .requests import GroundingRequest
 DEFAULT_LIMITS = Limits()
 PATHS_REFUSED = "features must be given inline (an array or a nested list of numbers): this engine reads no paths"
 MAX_SEED = 2**64
+CALL_TOKEN = "call token"  # the key of its call's token in a preparation cache
 
 
 # -- checks of single fields ------------------------------------------------------------------
@@ -160,11 +161,13 @@ def video_features(features: Any, video_id: str | None, cfg: SeqPANConfig, cache
                    limits: Limits, features_root: str | Path | None, allow_feature_paths: bool,
                    files: LRU | None = None) -> tuple[torch.Tensor, Hashable]:
     """A request's down-sampled features and its video key. A file or object seen before in this
-    call is loaded once; requests with the same `video_id` share a key only when their features
-    are equal, so no request is ever answered with another's video. A file is opened once and
-    keyed by that open file's identity (device, inode, size, modification time): a path or link
+    call (one `cache`) is loaded once; requests with the same `video_id` share a key only when their
+    features are equal, so no request is ever answered with another's video. A file is opened once
+    and keyed by that open file's identity (device, inode, size, modification time): a path or link
     swapped meanwhile cannot give one request another file's features. `files`, when given, keeps
-    files' features across calls under that identity (a file that changes gets a new one)."""
+    files' features across calls under that identity (a file that changes gets a new one). Other
+    keys hold a token of their call (`cache`), so that requests prepared in different calls never
+    share a key by chance and may be batched together."""
     if isinstance(features, (str, os.PathLike)):
         with open_feature_file(feature_path(features, features_root, allow_feature_paths), features_root) as f:
             source: Hashable = ("file", file_identity(f))
@@ -177,7 +180,7 @@ def video_features(features: Any, video_id: str | None, cfg: SeqPANConfig, cache
                         files.put(source, kept)
                 cache[source] = kept
     else:
-        source = ("object", id(features))
+        source = ("object", call_token(cache), id(features))
         if source not in cache:
             cache[source] = _sampled(load_features(features, cfg.visual_dim, max_clips=limits.max_clips,
                                                    max_bytes=limits.max_feature_bytes), cfg)
@@ -186,8 +189,14 @@ def video_features(features: Any, video_id: str | None, cfg: SeqPANConfig, cache
         return feats, source
     shared = cache.setdefault(("id", video_id), feats)
     if shared is feats or (shared.shape == feats.shape and torch.equal(shared, feats)):
-        return shared, ("id", video_id)
+        return shared, ("id", call_token(cache), video_id)
     return feats, source
+
+
+def call_token(cache: dict) -> object:
+    """The token of one preparation call, kept in its `cache`: an object alive as long as a key
+    holding it, so no later call can get an equal one."""
+    return cache.setdefault(CALL_TOKEN, object())
 
 
 def _sampled(features: np.ndarray, cfg: SeqPANConfig) -> torch.Tensor:

@@ -112,8 +112,8 @@ def entry_from_object(obj: Any, label: str, default_id: Any = None, base: Path |
         return GroundingResult(id=json_error_id(obj), error=f"{label}: {err}")
 
 
-def in_input_order(entries: Sequence[GroundingRequest | GroundingResult], served: Iterable[Any]) -> list[Any]:
-    """Results in the entries' order: each request's answer from `served` (the answers to the entries'
-    requests, in their order), each entry that is already an error result as it is."""
+def in_input_order(entries: Sequence[Any], served: Iterable[Any]) -> list[Any]:
+    """Results in the entries' order: each entry that is already an error result (a GroundingResult)
+    as it is, every other entry's answer from `served` (the answers to those entries, in their order)."""
     answers = iter(served)
-    return [next(answers) if isinstance(entry, GroundingRequest) else entry for entry in entries]
+    return [entry if isinstance(entry, GroundingResult) else next(answers) for entry in entries]

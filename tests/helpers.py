@@ -144,3 +144,14 @@ def assert_logits_match_golden(got: list, expected: list, what: str = "logits") 
         assert err <= GOLDEN_SAMPLE_RTOL, f"{what}, sample {b}: relative error {err:.2e}"
     err = relative_error(np.concatenate(got), np.concatenate(expected))
     assert err <= GOLDEN_RTOL, f"{what}: relative error {err:.2e} over all samples"
+
+
+class GroundOnlyEngine:
+    """A stand-in engine for the micro-batcher that defines only `ground(requests)`: its preparation
+    hands the requests through as they are, and its run grounds them."""
+
+    def prepare_all(self, requests):
+        return list(requests)
+
+    def run_prepared(self, items):
+        return self.ground(items)

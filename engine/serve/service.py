@@ -58,7 +58,7 @@ class GroundingService:
         self.engine = engine
         self.metrics.watch_caches({"video": engine.encoded_videos, "query": engine.encoded_queries,
                                    "feature_file": engine.feature_files})
-        self.batcher = MicroBatcher(_MeteredEngine(engine, self.metrics), s.max_batch, s.max_wait_ms, s.max_queue)
+        self.batcher = MicroBatcher(engine, s.max_batch, s.max_wait_ms, s.max_queue, self.metrics.batch_size.observe)
         self._ready.set()
         self.metrics.ready.set(1)
 
@@ -108,13 +108,3 @@ class GroundingService:
         if self.batcher is not None:
             self.batcher.close()
 
-
-class _MeteredEngine:
-    """The engine as the micro-batcher sees it, recording each batch's size."""
-
-    def __init__(self, engine: GroundingEngine, metrics: ServiceMetrics):
-        self.engine, self.metrics = engine, metrics
-
-    def ground(self, requests: Sequence[GroundingRequest], progress=None) -> list[GroundingResult]:
-        self.metrics.batch_size.observe(len(requests))
-        return self.engine.ground(requests, progress)

@@ -9,7 +9,7 @@ import pytest
 
 from engine import BatcherClosedError, GroundingRequest, MicroBatcher, QueueFullError
 from tests.engine.test_engine import CFG, make_engine
-from tests.helpers import assert_same_answer
+from tests.helpers import GroundOnlyEngine, assert_same_answer
 
 
 def request(i: int) -> GroundingRequest:
@@ -46,7 +46,7 @@ def test_concurrent_submitters_get_their_own_results():
 
 
 def test_engine_failure_fails_only_that_batch():
-    class Broken:
+    class Broken(GroundOnlyEngine):
         def ground(self, requests):
             raise RuntimeError("device lost")
 
@@ -60,7 +60,7 @@ def test_engine_failure_fails_only_that_batch():
 def test_an_engine_that_loses_results_fails_those_requests_by_name():
     """An engine returning fewer results than requests fails each request with the count, never
     resolving a future with another request's result."""
-    class Lossy:
+    class Lossy(GroundOnlyEngine):
         def ground(self, requests):
             return []
 
@@ -92,7 +92,7 @@ def test_a_future_its_caller_resolved_is_not_served():
     assert gated.batch_sizes == [1, 1]
 
 
-class GatedEngine:
+class GatedEngine(GroundOnlyEngine):
     """The real engine behind a gate: ground() records its batch's size and start time, then waits
     for `release` (set from the start unless `gated`); it fails any batch holding a request whose id
     is in `poison`, as a backend might (an exception out of `ground`)."""
@@ -330,3 +330,115 @@ def test_back_pressure_and_close_with_a_full_queue():
     assert not closer.is_alive() and not batcher._worker.is_alive()
     assert [f.result(timeout=0).id for f in [first, *queued]] == [0, 1, 2, 3]
     assert sum(engine.batch_sizes) == 4
+
+
+class GatedRun:
+    """The real engine's two stages; `run_prepared` records its batch's size and then waits for
+    `release`; `prepare_all` records how many requests each call prepared."""
+
+    def __init__(self):
+        self.engine = make_engine()
+        self.release, self.running = threading.Event(), threading.Event()
+        self.prepared: list[int] = []
+        self.batch_sizes: list[int] = []
+
+    def prepare_all(self, requests):
+        entries = self.engine.prepare_all(requests)
+        self.prepared.append(len(requests))
+        return entries
+
+    def run_prepared(self, items):
+        self.batch_sizes.append(len(items))
+        self.running.set()
+        self.release.wait(30)
+        return self.engine.run_prepared(items)
+
+
+def wait_until(condition, seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return condition()
+
+
+def test_the_next_batch_is_prepared_while_one_runs_and_refusals_do_not_wait_for_it():
+    """Pipelining: requests submitted while a batch runs are prepared (and a bad one answered) before
+    that batch ends; when the model frees up they go as one batch, without waiting for company."""
+    gated = GatedRun()
+    with MicroBatcher(gated, max_batch=8, max_wait_ms=0) as batcher:
+        first = batcher.submit(request(0))
+        assert gated.running.wait(30)
+        later = [batcher.submit(request(i)) for i in range(1, 6)]
+        refused = batcher.submit(GroundingRequest(request(6).features, "   ", 20.0, id="blank"))
+        assert wait_until(lambda: sum(gated.prepared) == 7)  # all prepared, the first batch still running
+        assert refused.result(timeout=30).error == "query is empty" and not first.done()
+        gated.release.set()
+        results = [f.result(timeout=60) for f in [first, *later]]
+    assert gated.batch_sizes == [1, 5]
+    expected = gated.engine.ground([request(i) for i in range(6)])
+    for got, want in zip(results, expected):
+        assert_same_answer(got, want)
+
+
+def test_requests_prepared_apart_and_batched_together_keep_their_own_videos():
+    """Two callers' requests with the same video_id but other features, prepared in different calls
+    and run in one batch, are each answered on their own features (keys never collide across calls)."""
+    gated = GatedRun()
+    mine = GroundingRequest(request(1).features, "person opens the door", 20.0, video_id="v", id="mine")
+    theirs = GroundingRequest(request(3).features[: request(1).features.shape[0]], "person opens the door",
+                              20.0, video_id="v", id="theirs")
+    with MicroBatcher(gated, max_batch=8, max_wait_ms=0) as batcher:
+        first = batcher.submit(request(0))
+        assert gated.running.wait(30)
+        futures = [batcher.submit(mine)]
+        assert wait_until(lambda: sum(gated.prepared) == 2)
+        futures.append(batcher.submit(theirs))
+        assert wait_until(lambda: sum(gated.prepared) == 3)
+        gated.release.set()
+        results = [f.result(timeout=60) for f in futures]
+        assert first.result(timeout=60).error is None
+    assert gated.prepared == [1, 1, 1] and gated.batch_sizes == [1, 2]
+    for got, alone in zip(results, [gated.engine.ground([r])[0] for r in (mine, theirs)]):
+        assert_same_answer(got, alone)
+
+
+def test_on_batch_is_told_each_batch_size_and_both_threads_end_on_close():
+    sizes: list[int] = []
+    gated = GatedRun()
+    gated.release.set()
+    batcher = MicroBatcher(gated, max_batch=4, max_wait_ms=200, on_batch=sizes.append)
+    futures = [batcher.submit(request(i)) for i in range(6)]
+    assert all(f.result(timeout=60).error is None for f in futures)
+    batcher.close(timeout=30)
+    assert sizes == gated.batch_sizes and sum(sizes) == 6 and max(sizes) <= 4
+    assert not batcher._worker.is_alive() and not batcher._preparer.is_alive()
+    assert batcher._preparer.name == "seqpan-prepare" and batcher._preparer.daemon
+
+
+def test_a_preparer_killed_by_a_base_exception_fails_every_waiting_request_and_closes(monkeypatch):
+    """The preparer dying (a BaseException out of prepare_all) answers every request not yet running
+    with BatcherClosedError (the running batch finishes), refuses new work and lets close() return."""
+    died_of = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died_of.append(args.exc_type))
+    gated = GatedRun()
+
+    def fatal(requests):
+        if any(getattr(r, "id", None) == 2 for r in requests):
+            raise Fatal()
+        return gated.engine.prepare_all(requests)
+
+    gated.prepare_all = fatal
+    batcher = MicroBatcher(gated, max_batch=2, max_wait_ms=0)
+    first = batcher.submit(request(0))
+    assert gated.running.wait(30)  # request 0 runs; 1 and 2 are prepared while it does
+    futures = [batcher.submit(request(i)) for i in (1, 2, 3)]
+    assert wait_until(lambda: not batcher._preparer.is_alive())
+    gated.release.set()
+    assert first.result(timeout=30).error is None
+    for future in futures:
+        with pytest.raises(BatcherClosedError, match="^the batcher's worker stopped$"):
+            future.result(timeout=30)
+    with pytest.raises(BatcherClosedError, match="^the batcher is closed$"):
+        batcher.submit(request(5))
+    batcher.close(timeout=30)
+    assert not batcher._worker.is_alive() and died_of == [Fatal]

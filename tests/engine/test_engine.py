@@ -100,8 +100,8 @@ def test_shared_video_encoding_gives_identical_answers(tmp_path):
     shared_id = [GroundingRequest(video.copy(), q, 30.0, video_id="v1", id=q) for q in queries]
     separate = [GroundingRequest(video.copy(), q, 30.0, id=q) for q in queries]
     engine = make_engine()
-    assert len({engine.prepare(r).video_key for r in shared_array}) == 1
-    assert len({engine.prepare(r).video_key for r in separate}) == 4
+    assert len({p.video_key for p in engine.prepare_all(shared_array)}) == 1
+    assert len({p.video_key for p in engine.prepare_all(separate)}) == 4
     expected = [r.to_json() for r in engine.ground(separate)]
     for group in (shared_array, shared_path, shared_id):
         got = [r.to_json() for r in engine.ground(group)]

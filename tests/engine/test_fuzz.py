@@ -24,7 +24,7 @@ from engine import (BatcherClosedError, GroundingRequest, MicroBatcher, QueueFul
                     request_from_json)
 from engine.wire import dumps_result
 from tests.engine.test_engine import CFG, WORDS, make_engine
-from tests.helpers import SCORE_RTOL, fuzz_settings, scratch_folder
+from tests.helpers import SCORE_RTOL, GroundOnlyEngine, fuzz_settings, scratch_folder
 
 ENGINE = make_engine(max_batch=3)  # small batches: a fuzzed list spans several
 D = CFG.visual_dim
@@ -194,7 +194,7 @@ def alone():
     return [ENGINE.ground([r])[0] for r in POOL]
 
 
-class PoisonedEngine:
+class PoisonedEngine(GroundOnlyEngine):
     """The real engine, except that a batch holding the poison request raises."""
 
     def ground(self, batch):

@@ -213,7 +213,7 @@ def test_same_video_id_with_other_features_is_not_shared():
     cache: dict = {}
     keys = [engine.prepare(GroundingRequest(f, GOOD.query, 10.0, video_id="v"), cache).video_key
             for f in (FEATS, other, FEATS.copy())]
-    assert keys[0] == keys[2] == ("id", "v") != keys[1]
+    assert keys[0] == keys[2] != keys[1] and keys[0][0] == "id"
 
 
 def test_request_from_json_checks_every_field(tmp_path):
@@ -430,12 +430,16 @@ def test_video_ids_are_compared_as_plain_text():
 
 def test_a_video_id_shares_its_own_features_only(tmp_path):
     """Keys by hand: requests with the same video_id and equal features (other objects) share one key;
-    a video_id seen first with other features does not take it."""
+    a video_id seen first with other features does not take it; another call's key is another."""
+    from engine.prepare import CALL_TOKEN
+
     other = np.random.default_rng(5).standard_normal((12, CFG.visual_dim)).astype(np.float32)
     cache: dict = {}
     keys = [make_engine().prepare(GroundingRequest(f, GOOD.query, 10.0, video_id=v), cache).video_key
             for f, v in [(FEATS, "a"), (other, "b"), (other.copy(), "b"), (FEATS.copy(), "c")]]
-    assert keys[0] == ("id", "a") and keys[1] == keys[2] == ("id", "b") and keys[3] == ("id", "c")
+    token = cache[CALL_TOKEN]  # the call's own token: no other call's key can equal these
+    assert keys[0] == ("id", token, "a") and keys[1] == keys[2] == ("id", token, "b") and keys[3] == ("id", token, "c")
+    assert make_engine().prepare(GroundingRequest(FEATS, GOOD.query, 10.0, video_id="a"), {}).video_key != keys[0]
 
 
 def test_the_clip_bucket_is_the_videos_and_limits_reach_the_duration_check():

@@ -26,7 +26,7 @@ from engine.serve.service import GroundingService
 from engine.serve.settings import ServeSettings
 from tests.engine.serve.conftest import assert_same_answers
 from tests.engine.test_engine import CFG
-from tests.helpers import run_cli
+from tests.helpers import GroundOnlyEngine, run_cli
 
 API_KEY = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -324,7 +324,7 @@ def test_a_body_refused_for_a_full_queue_runs_none_of_its_requests(serve_files):
     service.load()
     entered, gate, grounded = threading.Event(), threading.Event(), []
 
-    class GatedEngine:  # the service's engine, held at the gate until the test opens it
+    class GatedEngine(GroundOnlyEngine):  # the service's engine, held at the gate until the test opens it
         def ground(self, requests, progress=None):
             entered.set()
             gate.wait(30)

@@ -26,7 +26,7 @@ setup(
         "test": ["pytest>=8", "pytest-benchmark>=4", "pytest-timeout>=2.3", "hypothesis>=6.100", "triton>=3.0",
                  "onnx>=1.16", "onnxscript>=0.1", "onnxruntime>=1.18", "av>=18", "opencv-python-headless>=4.8",
                  *SERVE, "playwright>=1.40", "matplotlib>=3.7"],  # the page: Debian chromium; ground --plot
-        "bench": ["pytest-benchmark>=4", "matplotlib>=3.7"],
+        "bench": ["pytest-benchmark>=4", "matplotlib>=3.7", "locust>=2.20"],  # bench.serve_load drives locust
         "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
         "mutation": ["mutmut==3.8.1"],  # tests/mutation/run.py (not run in CI)
     },

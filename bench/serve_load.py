@@ -1,11 +1,17 @@
-"""Bounded load test of `seqpan serve` on 127.0.0.1: the single server and Ray Serve with 2 replicas.
+"""Load test of `seqpan serve` on 127.0.0.1, driven by locust, beside the engine itself on the same requests.
 
-For each server and each concurrency (1, 8, 64 clients), a fixed number of POST /v1/ground calls,
-one grounding request each (a Charades-STA test query on its video's 64-clip features, read from
-the server's --features-root), after a short untimed warm-up. Every answer is checked against the
-engine's own answer for that request, computed in this process: nothing lost, nothing duplicated,
-equal clip indices and seconds (scores to float32 rounding). Records p50/p99 latency per call and
-requests/s over the whole run, and writes `results.json` and `results.md`.
+The requests are the demo's held-out queries (`seqpan demo` writes them: runs/demo/data/test.txt, the
+videos' features under runs/demo/data/features, the checkpoint runs/demo/best.safetensors), each by
+its features file's name, read from the server's --features-root. In one run, each in its own block:
+
+1. direct: `GroundingEngine.ground` on all of them at once (max_batch 64, caches on, warmed up, one
+   untimed pass first), best of three passes: the engine's own throughput;
+2. for each server (the single process; Ray Serve with 2 replicas) and each level (clients x
+   queries per body), locust (`bench/locustfile.py`, headless, closed loop, no think time) for a
+   warm-up and then `--seconds`: requests/s, queries/s, p50/p99 per call, the mean engine batch
+   (from /metrics) and served / direct efficiency; then one pass of every request over httpx, each
+   answer checked against the engine's (nothing failed, lost, duplicated or different);
+3. with `--soak-seconds`, the single server at 32 clients for that long, its RSS sampled.
 
     python -m bench.serve_load --out bench/results/serve-cpu-<date>
 """
@@ -17,51 +23,105 @@ import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
-import numpy as np
-import torch
 
-from engine import GroundingEngine
+from engine import GroundingEngine, GroundingRequest
+from engine.data.dataset import read_charades, read_durations
 from engine.io.atomic import write_atomically
-from engine.io.checkpoint import save_checkpoint
 
 from .server_process import ServerProcess, free_port
-from .timing import cpu_description, environment, percentile
-from .workloads import load_workload, random_model
+from .timing import cpu_description, percentile
 
-CONCURRENCY = (1, 8, 64)
-# name -> `seqpan serve` options; on 2 cores each Ray replica gets one CPU, so one thread
-SERVERS = {"single-1-thread": ["--threads", "1"], "single-2-threads": ["--threads", "2"],
-           "ray-2-replicas": ["--ray", "--replicas", "2"]}
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+LEVELS = ((1, 1), (8, 1), (32, 1), (64, 1), (4, 16))  # (clients, queries per body)
+# name -> `seqpan serve` options
+SERVERS = {"single": [], "ray-2-replicas": ["--ray", "--replicas", "2"]}
+SERVE_OPTIONS = ["--max-batch", "64", "--max-wait-ms", "2"]
 
 
-def build_inputs(folder: Path, total: int, device: str, backend: str) -> tuple[Path, list[dict], dict, str]:
-    """A random-weight Charades-preset checkpoint, the videos' features as .npy files, `total` request
-    objects, the engine's own answer to each (by id) and the engine's description."""
-    workload = load_workload("charades")
-    word_dict, char_dict = workload.vocab()
-    ckpt = save_checkpoint(folder / "model.safetensors", random_model(workload), word_dict, char_dict)
-    records = workload.take(total)
-    for vid in dict.fromkeys(r.vid for r in records):
-        np.save(folder / f"{vid}.npy", workload.features(vid))
-    bodies = [{"id": i, "features": f"{r.vid}.npy", "query": r.sentence, "duration": r.duration, "video_id": r.vid}
-              for i, r in enumerate(records)]
-    engine = GroundingEngine.from_checkpoint(ckpt, device=device, backend=backend)
-    requests = [engine_request(folder, b) for b in bodies]
+def demo_requests(data: Path) -> list[dict]:
+    """One request object per held-out query of the demo's data folder, its features by file name."""
+    records = read_charades(data / "test.txt", read_durations(data / "durations.json"))
+    return [{"id": i, "features": f"{r.vid}.npy", "query": r.sentence, "duration": r.duration}
+            for i, r in enumerate(records)]
+
+
+def engine_request(features_root: Path, body: dict) -> GroundingRequest:
+    return GroundingRequest(features_root / body["features"], body["query"], body["duration"], id=body["id"])
+
+
+def direct(checkpoint: Path, features_root: Path, objects: list[dict], passes: int = 3) -> tuple[dict, dict]:
+    """The engine's own throughput on `objects` (queries/s, best of `passes` after one untimed pass) and
+    its answer to each, by id."""
+    engine = GroundingEngine.from_checkpoint(checkpoint, device="cpu", max_batch=64, features_root=features_root)
+    engine.warm_up()
+    requests = [engine_request(features_root, o) for o in objects]
     expected = {r.id: r.to_json() for r in engine.ground(requests)}
-    return ckpt, bodies, expected, engine.description
+    seconds = []
+    for _ in range(passes):
+        began = time.perf_counter()
+        engine.ground(requests)
+        seconds.append(time.perf_counter() - began)
+    return {"queries": len(requests), "queries_per_s": len(requests) / min(seconds), "pass_seconds": seconds,
+            "engine": engine.description}, expected
 
 
-def engine_request(folder: Path, body: dict):
-    from engine import GroundingRequest
+def bodies_of(objects: list[dict], per_body: int) -> list[dict]:
+    return [{"requests": objects[i:i + per_body]} for i in range(0, len(objects) - per_body + 1, per_body)]
 
-    return GroundingRequest(folder / body["features"], body["query"], body["duration"], video_id=body["video_id"],
-                            id=body["id"])
+
+def run_locust(url: str, bodies_file: Path, clients: int, seconds: float, folder: Path) -> list:
+    """One headless locust run: every call's (end, latency ms, queries, status)."""
+    out = folder / "calls.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(clients), "-r",
+           str(clients), "-t", f"{max(round(seconds), 1)}s", "--host", url, "--only-summary", "--loglevel",
+           "WARNING", "--stop-timeout", "10"]
+    env = {**os.environ, "SEQPAN_LOAD_BODIES": str(bodies_file), "SEQPAN_LOAD_OUT": str(out)}
+    run = subprocess.run(cmd, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         timeout=seconds + 120)
+    if not out.exists():
+        raise RuntimeError(f"locust wrote no calls (exit {run.returncode}):\n{run.stderr[-2000:]}")
+    return json.loads(out.read_text())
+
+
+def batch_totals(url: str) -> tuple[float, float]:
+    """(sum, count) of the seqpan_batch_size histogram (0, 0 when the server does not report it)."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith(("seqpan_batch_size_sum", "seqpan_batch_size_count"))}
+    return values.get("seqpan_batch_size_sum", 0.0), values.get("seqpan_batch_size_count", 0.0)
+
+
+def rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def summarize(calls: list, direct_qps: float) -> dict:
+    """Throughput over the span from the first call's end to the last's, exact latency percentiles."""
+    ok = [c for c in calls if c[3] == 200]
+    ends = sorted(c[0] for c in ok)
+    span = ends[-1] - ends[0] if len(ends) > 1 else math.nan
+    latencies = [c[1] for c in ok]
+    queries = sum(c[2] for c in ok[1:]) if ok else 0
+    qps = queries / span if span > 0 else math.nan
+    p50, p99 = statistics.median(latencies), percentile(latencies, 99)
+    return {"calls": len(calls), "failed": len(calls) - len(ok), "requests_per_s": (len(ok) - 1) / span,
+            "queries_per_s": qps, "p50_ms": p50, "p99_ms": p99, "p99_over_p50": p99 / p50,
+            "efficiency": qps / direct_qps}
 
 
 def same_answer(got: dict, expected: dict) -> bool:
@@ -73,76 +133,101 @@ def same_answer(got: dict, expected: dict) -> bool:
     return all(got[k] == expected[k] for k in keys) and math.isclose(got["score"], expected["score"], rel_tol=1e-5)
 
 
-async def run_level(url: str, bodies: list[dict], concurrency: int) -> tuple[list[float], float, list]:
-    """`len(bodies)` calls by `concurrency` clients; per-call latency (ms) of the calls answered, wall
-    seconds, and each call's (body, status, results, replica); status None: the connection failed."""
-    pending = iter(bodies)
-    latencies: list[float] = []
-    answers: list = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+async def verify(url: str, objects: list[dict], expected: dict, clients: int = 8) -> dict:
+    """Every request once, one per call, by `clients` clients: calls failed, answers different from the
+    engine's, ids lost or duplicated."""
+    pending, answers = iter(objects), []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
         async def client_loop():
-            for body in pending:
-                started = time.perf_counter()
+            for obj in pending:
                 try:
-                    response = await client.post("/v1/ground", json={"requests": [body]})
-                except httpx.TransportError:  # counted as failed: a connection lost or refused
-                    answers.append((body, None, None, None))
-                    continue
-                latencies.append((time.perf_counter() - started) * 1e3)
-                results = response.json().get("results") if response.status_code == 200 else None
-                answers.append((body, response.status_code, results, response.headers.get("x-seqpan-replica")))
+                    response = await client.post("/v1/ground", json={"requests": [obj]})
+                    results = response.json().get("results") if response.status_code == 200 else None
+                except httpx.TransportError:
+                    results = None
+                answers.append((obj["id"], results))
 
-        started = time.perf_counter()
-        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
-        wall = time.perf_counter() - started
-    return latencies, wall, answers
-
-
-def check(answers: list, expected: dict) -> dict:
-    """Counts of calls that failed, answers that differ from the engine's, ids lost or duplicated."""
-    seen = Counter(body["id"] for body, *_ in answers)
-    failed = sum(status != 200 or results is None or len(results) != 1 for _, status, results, _ in answers)
-    wrong = sum(1 for body, status, results, _ in answers
-                if status == 200 and results and not same_answer(results[0], expected[body["id"]]))
-    return {"failed": failed, "mismatched": wrong, "duplicated": sum(n - 1 for n in seen.values() if n > 1)}
+        await asyncio.gather(*(client_loop() for _ in range(clients)))
+    seen = Counter(i for i, _ in answers)
+    return {"failed": sum(r is None or len(r) != 1 for _, r in answers),
+            "mismatched": sum(1 for i, r in answers if r and len(r) == 1 and not same_answer(r[0], expected[i])),
+            "lost": len({o["id"] for o in objects} - set(seen)), "duplicated": sum(n - 1 for n in seen.values())}
 
 
-def measure(server: str, args: list[str], ckpt: Path, folder: Path, bodies: list[dict], expected: dict,
-            counts: dict[int, int], warmup: int, device: str, backend: str) -> list[dict]:
+def measure(server: str, checkpoint: Path, features_root: Path, objects: list[dict], expected: dict,
+            direct_qps: float, seconds: float, warmup: float, folder: Path) -> dict:
+    """Every level against one server, then the answers checked."""
+    port = str(free_port()) if "--ray" in SERVERS[server] else "0"  # Ray Serve's proxy needs a fixed port
+    cmd = [*SERVERS[server], "--checkpoint", str(checkpoint), "--features-root", str(features_root), "--port", port,
+           "--device", "cpu", *SERVE_OPTIONS]
     rows = []
-    port = str(free_port()) if "--ray" in args else "0"  # Ray Serve's proxy needs a fixed port
-    cmd = [*args, "--checkpoint", str(ckpt), "--features-root", str(folder), "--port", port, "--device", device, "--backend", backend,
-           "--max-batch", "64", "--max-wait-ms", "2"]
     with ServerProcess(cmd) as proc:
-        for concurrency in CONCURRENCY:
-            asyncio.run(run_level(proc.url, bodies[:warmup], min(concurrency, warmup)))  # untimed
-            sent = bodies[: counts[concurrency]]
-            latencies, wall, answers = asyncio.run(run_level(proc.url, sent, concurrency))
-            verdict = check(answers, expected)
-            verdict["lost"] = len(set(b["id"] for b in sent) - {b["id"] for b, *_ in answers})
-            replicas = Counter(r for *_, r in answers if r is not None)
-            rows.append({"server": server, "concurrency": concurrency, "requests": len(sent),
-                         "p50_ms": statistics.median(latencies), "p99_ms": percentile(latencies, 99),
-                         "requests_per_s": len(sent) / wall, "wall_s": wall, **verdict,
-                         "replicas": dict(replicas) if replicas else None})
-            print(f"{server:>15} c={concurrency:<3} {len(sent)} calls  p50 {rows[-1]['p50_ms']:.1f} ms  "
-                  f"p99 {rows[-1]['p99_ms']:.1f} ms  {rows[-1]['requests_per_s']:.1f} req/s  {verdict}", flush=True)
-        rows[-1]["exit_status"] = proc.stop(timeout=120)
-    return rows
+        for clients, per_body in LEVELS:
+            bodies_file = folder / f"bodies-{per_body}.json"
+            bodies_file.write_text(json.dumps(bodies_of(objects, per_body)))
+            run_locust(proc.url, bodies_file, clients, warmup, folder)  # untimed
+            before = batch_totals(proc.url)
+            row = summarize(run_locust(proc.url, bodies_file, clients, seconds, folder), direct_qps)
+            after = batch_totals(proc.url)
+            batches = after[1] - before[1]
+            row.update(server=server, clients=clients, queries_per_body=per_body,
+                       mean_batch=(after[0] - before[0]) / batches if batches else None,
+                       server_rss_mib=rss_mib(proc.proc.pid) if server == "single" else None)
+            rows.append(row)
+            print(f"{server:>14} {clients:>2} clients x {per_body:>2}: {row['queries_per_s']:7.1f} q/s "
+                  f"({row['efficiency']:.2f}x direct), p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
+                  f"mean batch {row['mean_batch'] or math.nan:.1f}, failed {row['failed']}", flush=True)
+        verdict = asyncio.run(verify(proc.url, objects, expected))
+        print(f"{server:>14} answers: {verdict}", flush=True)
+        exit_status = proc.stop(timeout=120)
+    return {"server": server, "rows": rows, "answers": verdict, "exit_status": exit_status}
+
+
+def soak(checkpoint: Path, features_root: Path, objects: list[dict], seconds: float, folder: Path) -> dict:
+    """The single server at 32 clients for `seconds`, its RSS sampled every 10 s by a second locust
+    run per sample window."""
+    cmd = ["--checkpoint", str(checkpoint), "--features-root", str(features_root), "--port", "0", "--device", "cpu",
+           *SERVE_OPTIONS]
+    bodies_file = folder / "bodies-1.json"
+    bodies_file.write_text(json.dumps(bodies_of(objects, 1)))
+    samples = []
+    with ServerProcess(cmd) as proc:
+        samples.append((0.0, rss_mib(proc.proc.pid)))
+        began = time.monotonic()
+        calls = 0
+        while time.monotonic() - began < seconds:
+            calls += len(run_locust(proc.url, bodies_file, 32, min(30.0, seconds), folder))
+            samples.append((time.monotonic() - began, rss_mib(proc.proc.pid)))
+            print(f"soak {samples[-1][0]:.0f} s: RSS {samples[-1][1]:.0f} MiB, {calls} calls", flush=True)
+        proc.stop(timeout=120)
+    return {"seconds": seconds, "calls": calls, "rss_mib": samples,
+            "growth_mib": samples[-1][1] - samples[1][1] if len(samples) > 2 else None}
 
 
 def render_markdown(results: dict) -> str:
-    env = results["env"]
-    lines = [f"# `seqpan serve` load test, {env['date']}", "",
-             f"Machine: {env['machine']}; engine: {env['engine']}; torch {env['torch']} ({env['torch_threads']} "
-             f"threads in the client process).", "", *[f"- {n}" for n in results["notes"]], "",
-             "| server | clients | calls | p50 ms | p99 ms | requests/s | failed | mismatched | lost | duplicated |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results["rows"]:
-        lines.append(f"| {r['server']} | {r['concurrency']} | {r['requests']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
-                     f"| {r['requests_per_s']:.1f} | {r['failed']} | {r['mismatched']} | {r['lost']} "
-                     f"| {r['duplicated']} |")
+    d = results["direct"]
+    lines = [f"# `seqpan serve` under locust, {results['date']}", "",
+             f"Machine: {results['machine']}. Engine: {d['engine']}.", "", *[f"- {n}" for n in results["notes"]], "",
+             f"Direct (`GroundingEngine.ground`, all {d['queries']} queries in one call, max_batch 64): "
+             f"**{d['queries_per_s']:.0f} queries/s** (best of {len(d['pass_seconds'])} passes).", "",
+             "| server | clients | queries/body | requests/s | queries/s | served/direct | p50 ms | p99 ms | p99/p50 "
+             "| mean batch | failed |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for server in results["servers"]:
+        for r in server["rows"]:
+            batch = "–" if r["mean_batch"] is None else f"{r['mean_batch']:.1f}"
+            lines.append(f"| {r['server']} | {r['clients']} | {r['queries_per_body']} | {r['requests_per_s']:.0f} "
+                         f"| {r['queries_per_s']:.0f} | {r['efficiency']:.2f}x | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+                         f"| {r['p99_over_p50']:.1f} | {batch} | {r['failed']} |")
+    lines.append("")
+    for server in results["servers"]:
+        lines.append(f"- {server['server']}: every request once over httpx, answers against the engine's: "
+                     f"{server['answers']}; exit status {server['exit_status']}")
+    if results.get("soak"):
+        s = results["soak"]
+        lines.append(f"- soak: single server, 32 clients, {s['seconds']:.0f} s, {s['calls']} calls; RSS (MiB) "
+                     + ", ".join(f"{t:.0f} s: {m:.0f}" for t, m in s["rss_mib"])
+                     + f"; growth after the first window {s['growth_mib']:.0f} MiB")
     return "\n".join(lines) + "\n"
 
 
@@ -150,45 +235,47 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serve_load", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for results.json and results.md")
-    parser.add_argument("--requests", default="200,400,640", help="calls at concurrency 1,8,64 (default %(default)s)")
-    parser.add_argument("--warmup", type=int, default=32, help="untimed calls before each level (default %(default)s)")
+    parser.add_argument("--checkpoint", type=Path, default=Path("runs/demo/best.safetensors"))
+    parser.add_argument("--data", type=Path, default=Path("runs/demo/data"),
+                        help="the demo's data folder: test.txt, durations.json, features/ (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per level (default %(default)s)")
+    parser.add_argument("--warmup", type=float, default=8.0, help="untimed seconds before each level")
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated among %(default)s")
-    parser.add_argument("--device", default="cpu", help="the servers' and the reference engine's device")
-    parser.add_argument("--backend", default="auto", help="the servers' and the reference engine's backend")
-    parser.add_argument("--note", action="append", default=[], help="a line for the report (e.g. that the "
-                                                                     "machine was shared)")
+    parser.add_argument("--soak-seconds", type=float, default=0.0, help="then the single server at 32 clients "
+                                                                       "this long, RSS sampled (default: none)")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report")
     args = parser.parse_args(argv)
-    counts = dict(zip(CONCURRENCY, (int(n) for n in args.requests.split(","))))
     servers = args.servers.split(",")
-    if len(counts) != len(CONCURRENCY) or any(s not in SERVERS for s in servers):
-        parser.error(f"--requests takes {len(CONCURRENCY)} counts; --servers among {', '.join(SERVERS)}")
+    if any(s not in SERVERS for s in servers):
+        parser.error(f"--servers among {', '.join(SERVERS)}")
+    for path in (args.checkpoint, args.data / "test.txt", args.data / "features"):
+        if not path.exists():
+            parser.error(f"{path} does not exist: run `seqpan demo` first, or give --checkpoint and --data")
+    features_root = (args.data / "features").resolve()
+    objects = demo_requests(args.data)
     load_before = os.getloadavg()
+    direct_row, expected = direct(args.checkpoint, features_root, objects)
+    print(f"direct: {direct_row['queries_per_s']:.0f} queries/s", flush=True)
     with tempfile.TemporaryDirectory(prefix="seqpan-serve-load-") as tmp:
-        folder = Path(tmp)
-        os.environ["SEQPAN_CACHE_DIR"] = str(folder / "compiled")  # servers inherit it: no compiled model reused
-        ckpt, bodies, expected, engine = build_inputs(folder, max(*counts.values(), args.warmup), args.device,
-                                                      args.backend)
-        rows = [row for name in servers
-                for row in measure(name, SERVERS[name], ckpt, folder, bodies, expected, counts, args.warmup,
-                                   args.device, args.backend)]
-    env = environment(torch.device(args.device))
-    env["machine"], env["engine"] = cpu_description(), engine
+        runs = [measure(name, args.checkpoint, features_root, objects, expected, direct_row["queries_per_s"],
+                        args.seconds, args.warmup, Path(tmp)) for name in servers]
+        soaked = soak(args.checkpoint, features_root, objects, args.soak_seconds, Path(tmp)) \
+            if args.soak_seconds > 0 else None
     notes = [*args.note,
-             "loopback only (127.0.0.1); the load generator (httpx, asyncio) runs on the same machine as the server",
-             "one grounding request per call: a Charades-STA test query on a 64-clip video of N(0,1) features "
-             "(read from --features-root), random weights with the Charades preset; --max-batch 64, --max-wait-ms 2",
-             "latency: per call, from sending to the parsed response; requests/s: calls / wall time of the level; "
-             f"an untimed warm-up of {args.warmup} calls before each level",
-             "a fresh compiled-model cache (SEQPAN_CACHE_DIR) for the run: with the openvino backend a batch shape "
-             "is compiled when first seen (seconds), in the warm-up or, for shapes it did not reach, in the level",
-             f"load average (1/5/15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
+             "loopback only (127.0.0.1); locust (FastHttpUser, one process) runs on the same cores as the server",
+             "single-query bodies: the demo's held-out queries in turn, by features file name (--features-root); "
+             f"16-query bodies: consecutive queries; `seqpan serve {' '.join(SERVE_OPTIONS)}`",
+             f"each level: {args.warmup:.0f} s untimed, then {args.seconds:.0f} s timed; throughput over the span "
+             "of the timed calls; latency per call as the locust user sees it",
+             f"load average before: {', '.join(f'{x:.2f}' for x in load_before)}; "
              f"after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}"]
-    results = {"env": env, "notes": notes, "rows": rows}
+    results = {"date": time.strftime("%Y-%m-%d"), "machine": cpu_description(), "notes": notes,
+               "direct": direct_row, "servers": runs, "soak": soaked}
     out = Path(args.out)
     write_atomically(out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1) + "\n"))
     write_atomically(out / "results.md", lambda tmp: Path(tmp).write_text(render_markdown(results)))
-    bad = [r for r in rows if r["failed"] or r["mismatched"] or r["lost"] or r["duplicated"]]
-    print(f"wrote {out}/results.json and results.md" + (f"; {len(bad)} level(s) with bad answers" if bad else ""))
+    bad = [r["server"] for r in runs if any(r["answers"].values()) or any(row["failed"] for row in r["rows"])]
+    print(f"wrote {out}/results.json and results.md" + (f"; bad answers from {bad}" if bad else ""))
     return 1 if bad else 0
 
 

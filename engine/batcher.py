@@ -9,7 +9,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .checks import check_positive_int
 from .engine import GroundingEngine
@@ -36,9 +36,10 @@ class MicroBatcher:
     Two threads form a pipeline. The preparer takes whatever has been submitted and prepares it
     (`engine.prepare_all`: checks, tokens, features; a refused request is answered at once); the
     worker grounds prepared requests (`engine.run_prepared`). So the host work of the next batch is
-    done while the model runs this one. A batch goes when the worker is free and `max_batch`
-    requests are ready or the oldest ready one was submitted `max_wait_ms` ago: under load, batches
-    fill with what arrived while the model ran, without waiting.
+    done while the model runs this one. When the worker is free it takes what is ready, up to
+    `max_batch`: at once when nothing else was submitted (a lone request never waits), else once
+    the requests still being prepared are ready too, or the oldest ready one was submitted
+    `max_wait_ms` ago. Under load, batches fill with what arrived while the model ran.
 
     The worker survives everything a request or the engine can do: a cancelled future is skipped
     (until its batch starts), a batch whose run raises is retried in halves so that only a request
@@ -58,7 +59,7 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self.on_batch = on_batch
-        self._submitted: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()  # bounded by _waiting
+        self._submitted: queue.SimpleQueue[list[_Pending] | None] = queue.SimpleQueue()  # bounded by _waiting
         self._ready: deque[_Pending] = deque()  # prepared, in submission order
         self._waiting = 0  # submitted, and neither answered by the preparer nor taken by the worker
         self._lock = threading.Lock()
@@ -76,15 +77,21 @@ class MicroBatcher:
 
     def submit(self, request: GroundingRequest) -> Future:
         """Queue one request; the future resolves to its GroundingResult (a bad request's has `error`)."""
-        future: Future = Future()
+        return self.submit_all([request])[0]
+
+    def submit_all(self, requests: Sequence[GroundingRequest]) -> list[Future]:
+        """Queue several requests at once (prepared together, so they can share a batch), or none of
+        them (QueueFullError) when the queue has no room for all; a future for each."""
+        now = time.perf_counter()
+        pending = [_Pending(request, Future(), now) for request in requests]
         with self._lock:  # no submit slips in after close() enqueued its sentinel
             if self._closed.is_set():
                 raise BatcherClosedError("the batcher is closed")
-            if self._waiting >= self.max_queue:
+            if self._waiting + len(pending) > self.max_queue:
                 raise QueueFullError(f"request queue is full ({self.max_queue} waiting); retry later")
-            self._waiting += 1
-            self._submitted.put(_Pending(request, future, time.perf_counter()))
-        return future
+            self._waiting += len(pending)
+            self._submitted.put(pending)
+        return [p.future for p in pending]
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking requests, finish everything already queued, stop both threads (waiting at most
@@ -110,14 +117,16 @@ class MicroBatcher:
         try:
             stop = False
             while not stop:
-                group = [self._submitted.get()]
-                while group[-1] is not None and len(group) < self.max_batch:  # what else is there now
+                item = self._submitted.get()
+                while item is not None:  # with whatever else was submitted meanwhile, up to max_batch
+                    self._preparing += item
+                    if len(self._preparing) >= self.max_batch:
+                        break
                     try:
-                        group.append(self._submitted.get_nowait())
+                        item = self._submitted.get_nowait()
                     except queue.Empty:
                         break
-                stop = group[-1] is None
-                self._preparing = [p for p in group if p is not None]
+                stop = item is None
                 self._prepare(self._preparing)
                 self._preparing = []
         except BaseException:
@@ -169,14 +178,16 @@ class MicroBatcher:
 
     def _next_batch(self) -> list[_Pending] | None:
         """The next batch to run (None once everything is done): up to max_batch ready requests, taken
-        when there are max_batch of them, when the oldest was submitted max_wait ago, or when closing."""
+        at once unless more were submitted and are still being prepared; those are waited for until
+        max_batch are ready or the oldest ready one was submitted max_wait ago (or closing)."""
         with self._lock:
             while not self._ready:
                 if self._prepared_all:
                     return None
                 self._ready_changed.wait()
             deadline = self._ready[0].submitted + self.max_wait
-            while len(self._ready) < self.max_batch and not self._prepared_all and not self._closed.is_set():
+            while len(self._ready) < min(self.max_batch, self._waiting) and not self._prepared_all \
+                    and not self._closed.is_set():
                 left = deadline - time.perf_counter()
                 if left <= 0:
                     break
@@ -213,8 +224,7 @@ class MicroBatcher:
                 item = self._submitted.get_nowait()
             except queue.Empty:
                 break
-            if item is not None:
-                _fail([item], started=False)
+            _fail(item or [], started=False)
         self._submitted.put(None)  # wakes the preparer, if it waits
 
 

@@ -55,6 +55,11 @@ class GroundingResult:
 def json_value(value: Any, depth: int = 0) -> Any:
     """`value` as a valid JSON value: numpy scalars unwrapped, non-finite floats and huge ints as
     None, sequences and mappings converted (8 levels deep), anything else as its text."""
+    kind = type(value)
+    if kind is float:  # what a result holds, answered before the slower checks of abstract types
+        return value if math.isfinite(value) else None
+    if kind is int and -2**63 <= value < 2**63:
+        return value
     if isinstance(value, np.generic):
         value = value.item()
     if value is None or type(value) in (bool, str):

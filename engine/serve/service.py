@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from concurrent.futures import Future
 from typing import Sequence
 
 import torch
@@ -14,7 +13,6 @@ from reference.errors import SeqPANError
 from ..batcher import MicroBatcher
 from ..devices import resolve_backend, resolve_device
 from ..engine import GroundingEngine
-from ..errors import QueueFullError
 from ..wire import in_input_order
 from ..requests import GroundingRequest, GroundingResult
 from .metrics import ServiceMetrics
@@ -82,18 +80,12 @@ class GroundingService:
         """Results in order: each request grounded by the micro-batcher, each error result as it is.
         Raises QueueFullError, having submitted nothing that is still to run, when there is no room."""
         assert self.batcher is not None, "ground() before the service is ready"
-        futures: dict[int, Future] = {}
-        try:
-            for i, entry in enumerate(entries):
-                if isinstance(entry, GroundingRequest):
-                    futures[i] = self.batcher.submit(entry)
-                    self.metrics.queue_depth.inc()
-                    futures[i].add_done_callback(lambda _: self.metrics.queue_depth.dec())
-        except QueueFullError:
-            for future in futures.values():
-                future.cancel()
-            raise
-        answers = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures.values()), return_exceptions=True)
+        requests = [e for e in entries if isinstance(e, GroundingRequest)]
+        futures = self.batcher.submit_all(requests) if requests else []  # all or none
+        self.metrics.queue_depth.inc(len(futures))
+        for future in futures:
+            future.add_done_callback(lambda _: self.metrics.queue_depth.dec())
+        answers = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True)
         results = in_input_order(entries, answers)
         for i, answer in enumerate(results):
             if isinstance(answer, BaseException):

@@ -35,3 +35,5 @@ class ServeSettings:
     i3d: str | None = None  # I3D weights that the videos' features are extracted with
     preset: str = "charades"  # how they are extracted (the checkpoint's dataset)
     durations: str | None = None  # {video id: seconds} of the features under features_root, for the page
+    max_videos: int = 1024  # videos registered with PUT /v1/videos/{id} kept at once; 0 = registering is off
+    max_video_bytes: int = 256 << 20  # their features' bytes in all; past either bound the least recently used go

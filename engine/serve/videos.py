@@ -146,10 +146,10 @@ class RegisteredVideos:
             features = self.store.videos.get(video_id)  # looking does not count as use
             if features is None:
                 raise Refusal(404, f"no video is registered under {video_id!r}", "unknown")
-            if request.method == "GET":
-                return self.respond(ROUTE, 200, described(video_id, features))
-            self.store.delete(video_id)
-            return self.respond(ROUTE, 204, body=b"")
+            if request.method == "DELETE":
+                self.store.delete(video_id)
+                return self.respond(ROUTE, 204, body=b"")
+            return self.respond(ROUTE, 200, described(video_id, features))  # GET (or HEAD, which Starlette adds)
         except SeqPANError as err:  # RequestError, FeatureError: what the client sent
             return self.respond(ROUTE, 400, {"error": str(err)})
         except Refusal as refusal:

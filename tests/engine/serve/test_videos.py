@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from engine import GroundingEngine, GroundingRequest
+from engine.cli import build_parser
+from engine.cli.serve import settings_from_args
 from engine.limits import Limits
 from engine.serve.app import build_app
 from engine.serve.guards import Refusal
@@ -92,8 +94,9 @@ def entry(features, query: str = "person opens the door", **fields) -> dict:
 def test_register_look_ground_by_id_and_delete(service, engine):
     a, b = video(CFG.max_pos_len + 9, seed=1), video(7, seed=2)
     queries = ["person opens the door", "a person sits on a chair"]
-    put, look, by_id, inline, replaced, look2, delete, gone, after = calls(
-        service, ("PUT", "/v1/videos/walk-1.v_2", {"content": npy(a)}), ("GET", "/v1/videos/walk-1.v_2"),
+    put, head, look, by_id, inline, replaced, look2, delete, gone, after = calls(
+        service, ("PUT", "/v1/videos/walk-1.v_2", {"content": npy(a)}), ("HEAD", "/v1/videos/walk-1.v_2"),
+        ("GET", "/v1/videos/walk-1.v_2"),
         ground(*(entry({"registered": "walk-1.v_2"}, q, id=q) for q in queries), entry({"registered": "nope"}, id="x")),
         ground(*(entry(a.tolist(), q, id=q) for q in queries)),
         ("PUT", "/v1/videos/walk-1.v_2", {"json": binary(b)}), ("GET", "/v1/videos/walk-1.v_2"),
@@ -101,6 +104,7 @@ def test_register_look_ground_by_id_and_delete(service, engine):
         ground(entry({"registered": "walk-1.v_2"}), entry(b.tolist())))
     expected_a = {"id": "walk-1.v_2", "shape": [CFG.max_pos_len + 9, D], "dtype": "float32", "bytes": a.nbytes}
     assert (put.status_code, put.json()) == (201, expected_a) and (look.status_code, look.json()) == (200, expected_a)
+    assert head.status_code == 200 and head.content == b""  # a HEAD looks, as GET does
     own = [r.to_json() for r in engine.ground([GroundingRequest(a, q, 30.0, id=q) for q in queries])]
     results = by_id.json()["results"]
     assert by_id.status_code == 200 and "error" not in results[0]
@@ -260,3 +264,12 @@ def test_registering_waits_for_the_model(serve_files):
     waiting = GroundingService(ServeSettings(str(serve_files[0]), device="cpu"), ServiceMetrics())  # never loaded
     put, look = calls(waiting, ("PUT", "/v1/videos/a", {"content": npy(video(2, 0))}), ("GET", "/v1/videos/a"))
     assert put.status_code == 503 and put.headers["retry-after"] == "1" and look.status_code == 404
+
+
+def test_the_store_bounds_come_from_seqpan_serve_flags(serve_files):
+    def settings(*flags: str) -> ServeSettings:
+        return settings_from_args(build_parser().parse_args(["serve", "--checkpoint", str(serve_files[0]), *flags]))
+
+    assert (settings().max_videos, settings().max_video_bytes) == (1024, 256 << 20)
+    chosen = settings("--max-videos", "0", "--max-video-store-mb", "1.5")
+    assert (chosen.max_videos, chosen.max_video_bytes) == (0, 3 << 19)

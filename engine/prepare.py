@@ -9,6 +9,7 @@ import dataclasses
 import math
 import numbers
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable
@@ -28,12 +29,13 @@ from .data.text import encode, tokenize
 from .errors import RequestError
 from .limits import Limits
 from .lru import LRU
-from .requests import GroundingRequest
+from .requests import GroundingRequest, RegisteredVideo
 
 DEFAULT_LIMITS = Limits()
 PATHS_REFUSED = "features must be given inline (an array or a nested list of numbers): this engine reads no paths"
 MAX_SEED = 2**64
 CALL_TOKEN = "call token"  # the key of its call's token in a preparation cache
+REGISTERED_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 # -- checks of single fields ------------------------------------------------------------------
@@ -81,6 +83,14 @@ def check_video_id(value: Any) -> str | None:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (str, numbers.Integral)):
         raise RequestError(f"video_id must be a string, got {type(value).__name__}")
     return str(value) if isinstance(value, str) else str(int(value))
+
+
+def check_registered_id(value: Any) -> str:
+    """The id of a registered video: 1 to 128 of A-Z a-z 0-9 . _ - (a name, never a path: not `.` or `..`)."""
+    if type(value) is not str or not REGISTERED_ID.fullmatch(value) or value in (".", ".."):
+        shown = repr(value[:40]) + ("..." if len(value) > 40 else "") if isinstance(value, str) else type(value).__name__
+        raise RequestError(f"a registered video's id must be 1 to 128 of A-Z a-z 0-9 . _ - (not . or ..), got {shown}")
+    return value
 
 
 def check_top_k(top_k: Any, nms: Any, limits: Limits = DEFAULT_LIMITS) -> tuple[int, float | None]:
@@ -216,6 +226,9 @@ def prepare_request(request: GroundingRequest, cfg: SeqPANConfig, word_dict: dic
     features and duration) serves `video` requests (see `video_request`)."""
     if not isinstance(request, GroundingRequest):
         raise RequestError(f"expected a GroundingRequest, got {type(request).__name__}")
+    if isinstance(request.features, RegisteredVideo):
+        raise RequestError(f"features name the registered video {request.features.id!r}: only a server keeps "
+                           "registered videos (PUT /v1/videos/ID on seqpan serve)")
     if request.video is not None:
         request = video_request(request, video_source, features_root, allow_feature_paths)
     duration = check_duration(request.duration, limits)

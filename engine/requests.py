@@ -13,12 +13,19 @@ import numpy as np
 import torch
 
 
+@dataclass(frozen=True)
+class RegisteredVideo:
+    """Features named by the id a server keeps them under (`PUT /v1/videos/{id}` of `seqpan serve`):
+    the server puts that video's features in its place before the engine sees the request."""
+    id: str
+
+
 @dataclass
 class GroundingRequest:
     """One (video, query) pair. `features` is a [T, D] numpy array, torch tensor or nested list of
-    numbers, or a `.npy` path; requests that share a video (the same object, the same file, or the
-    same `video_id` with equal features) share its encoding."""
-    features: np.ndarray | torch.Tensor | list | str | Path
+    numbers, or a `.npy` path (or, on a server, a RegisteredVideo); requests that share a video (the
+    same object, the same file, or the same `video_id` with equal features) share its encoding."""
+    features: np.ndarray | torch.Tensor | list | str | Path | RegisteredVideo
     query: str
     duration: float | None
     video_id: str | None = None

@@ -8,12 +8,17 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
+
+from .data.features import FeatureError, features_from_base64
 from .errors import RequestError
 from .limits import Limits
-from .prepare import DEFAULT_LIMITS, check_duration, check_query, check_seed, check_top_k, check_video_id
-from .requests import GroundingRequest, GroundingResult
+from .prepare import (DEFAULT_LIMITS, check_duration, check_query, check_registered_id, check_seed, check_top_k,
+                      check_video_id)
+from .requests import GroundingRequest, GroundingResult, RegisteredVideo
 
 JSON_FIELDS = ("features", "query", "duration")  # required; optional: id, video_id, seed, top_k, nms
+BINARY_FIELDS = ("shape", "dtype", "base64")  # features as {"shape": [T, D], "dtype": "float32", "base64": ...}
 
 
 def dumps_result(result: GroundingResult) -> str:
@@ -30,8 +35,9 @@ def check_id(value: Any) -> Any:
 
 def request_from_json(obj: Any, base: Path | None = None, default_id: Any = None,
                       limits: Limits = DEFAULT_LIMITS) -> GroundingRequest:
-    """A request from one parsed JSON object: `features` (a `.npy` path, or a [T][D] list of
-    numbers) or `video` (a video file, for an engine with a video source; `duration` then optional),
+    """A request from one parsed JSON object: `features` (a `.npy` path, a [T][D] list of numbers,
+    an object of binary features (see `binary_features`) or `{"registered": ID}`, a video registered
+    on the server) or `video` (a video file, for an engine with a video source; `duration` then optional),
     `query`, `duration`, and optional `id` (default `default_id`), `video_id`, `seed`, `top_k` (moments
     to return, default 1) and `nms` (their overlap IoU, default none). A relative
     path is read from `base` when that is given. Unknown fields are ignored. Raises RequestError
@@ -48,14 +54,33 @@ def request_from_json(obj: Any, base: Path | None = None, default_id: Any = None
         video = _from_base(video, base)
     elif isinstance(features, str):
         features = _from_base(features, base)
+    elif isinstance(features, dict):
+        features = RegisteredVideo(check_registered_id(features["registered"])) if set(features) == {"registered"} \
+            else binary_features(features, limits)
     elif not isinstance(features, list):
-        raise RequestError("features must be a path to a .npy file or a [T, D] list of numbers")
+        raise RequestError("features must be a path to a .npy file, a [T, D] list of numbers, "
+                           '{"shape", "dtype", "base64"} or {"registered": ID}')
     duration = obj.get("duration")
     top_k, nms = check_top_k(obj.get("top_k", 1), obj.get("nms"), limits)
     return GroundingRequest(features, check_query(obj["query"], limits),
                             None if video is not None and duration is None else check_duration(duration, limits),
                             video_id=check_video_id(obj.get("video_id")), id=check_id(obj.get("id", default_id)),
                             seed=check_seed(obj.get("seed")), video=video, top_k=top_k, nms=nms)
+
+
+def binary_features(obj: Any, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+    """Features from the JSON object `{"shape": [T, D], "dtype": "float32", "base64": "..."}` (base64 of
+    the little-endian float32 data, row-major), decoded by numpy, sized against `limits` before
+    decoding; RequestError for anything else (their feature size and values are the engine's to check)."""
+    if not isinstance(obj, dict) or set(obj) != set(BINARY_FIELDS):
+        keys = ", ".join(map(repr, obj)) if isinstance(obj, dict) else type(obj).__name__
+        raise RequestError(f'binary features must be an object of exactly "shape", "dtype" and "base64" '
+                           f'(or {{"registered": ID}}), got {keys[:200]}')
+    try:
+        return features_from_base64(obj["shape"], obj["dtype"], obj["base64"], limits.max_clips,
+                                    limits.max_feature_bytes)
+    except FeatureError as err:
+        raise RequestError(str(err)) from None
 
 
 def _from_base(path_text: str, base: Path | None) -> Path:

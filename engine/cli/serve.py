@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-bodies-mb", type=float, default=64.0,
                    help="bytes of request bodies held at once, all connections together; past it a body is "
                         "answered 503 with Retry-After (default %(default)s; at least --max-body-mb)")
+    p.add_argument("--max-videos", type=int, default=1024,
+                   help="videos registered with PUT /v1/videos/ID kept at once; past it (or --max-video-store-mb) "
+                        "the least recently used are dropped; 0 turns registering off (default %(default)s)")
+    p.add_argument("--max-video-store-mb", type=float, default=256.0,
+                   help="megabytes of registered videos' features kept at once (default %(default)s)")
     p.add_argument("--max-connections", type=positive_int, default=512,
                    help="open connections; more are answered 503 and closed (default %(default)s; keep it "
                         "below the open-file limit, ulimit -n)")
@@ -82,6 +87,10 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     if not 0 < args.max_body_mb <= 4096:
         raise UsageError(f"--max-body-mb must be in (0, 4096], got {args.max_body_mb}")
     check_page_args(args)
+    if not 0 <= args.max_videos <= 10**6:
+        raise UsageError(f"--max-videos must be in 0..1000000, got {args.max_videos}")
+    if not 0 < args.max_video_store_mb <= 1 << 20:
+        raise UsageError(f"--max-video-store-mb must be in (0, 1048576], got {args.max_video_store_mb}")
     if not args.ray and (args.replicas is not None or args.ray_address is not None):
         raise UsageError("--replicas and --ray-address need --ray")
     for flag, seconds in (("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout),
@@ -96,7 +105,7 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
                          args.max_queue, args.features_root, api_key_from_env(args.api_key_env),
                          int(args.max_body_mb * (1 << 20)), int(args.max_bodies_mb * (1 << 20)), args.warmup,
                          args.threads, connections, args.videos, args.i3d, args.preset,
-                         args.durations)
+                         args.durations, args.max_videos, int(args.max_video_store_mb * (1 << 20)))
 
 
 def check_page_args(args: argparse.Namespace) -> None:

@@ -5,9 +5,11 @@
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import stat
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -89,6 +91,7 @@ def index_to_time(s_idx: int, e_idx: int, num_units: int, duration: float) -> tu
 
 FeatureSource = str | os.PathLike | np.ndarray | torch.Tensor | list | tuple
 NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
+BASE64_DTYPES = ("float32", "<f4")  # the names of the one dtype that base64 features are sent in
 # Scalar types a nested list of features may hold (bool is not a number here).
 LIST_NUMBER_TYPES = frozenset({int, float, *(np.dtype(c).type for c in np.typecodes["AllInteger"] + "efdg")})
 
@@ -260,6 +263,32 @@ def read_npy(f: BinaryIO, name: str, visual_dim: int, max_clips: int | None, max
         raise FeatureError(f"{name}: cannot read as .npy (truncated: {len(data)} of {nbytes} bytes of data)")
     array = np.frombuffer(data, dtype=dtype)
     return array.reshape(shape[::-1]).T if fortran_order else array.reshape(shape)
+
+
+def features_from_base64(shape: Any, dtype: Any, text: Any, max_clips: int | None = None,
+                         max_bytes: int | None = None, name: str = "features") -> np.ndarray:
+    """``[T, D]`` float32 features from base64 of their little-endian float32 data, row-major, with
+    their shape ``[T, D]`` (dtype ``"float32"`` or ``"<f4"``). The shape is checked against the
+    limits, and the text's length against the shape, before anything is decoded; a read-only view of
+    the decoded bytes is returned (its feature size and values are checked by :func:`load_features`)."""
+    if type(dtype) is not str or dtype not in BASE64_DTYPES:
+        raise FeatureError(f'{name}: dtype must be "float32" (little-endian), got {str(dtype)[:40]!r}')
+    if (type(shape) is not list or len(shape) != 2 or any(type(n) is not int or n < 0 for n in shape)):
+        raise FeatureError(f"{name}: shape must be [clips, dimension], two non-negative integers")
+    clips, dim = shape
+    nbytes = clips * dim * 4
+    check_size(clips, nbytes, name, max_clips, max_bytes)
+    if type(text) is not str or len(text) != 4 * -(-nbytes // 3):
+        length = len(text) if type(text) is str else type(text).__name__
+        raise FeatureError(f"{name}: base64 must be the {nbytes} bytes of a {list(shape)} float32 array "
+                           f"({4 * -(-nbytes // 3)} characters), got {length}")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise FeatureError(f"{name}: base64 is not valid base64 (A-Z a-z 0-9 + / and = padding only)") from None
+    if len(data) != nbytes:
+        raise FeatureError(f"{name}: base64 holds {len(data)} bytes, expected {nbytes} for shape {list(shape)}")
+    return np.frombuffer(data, dtype="<f4").reshape(clips, dim)
 
 
 def tensor_to_array(tensor: torch.Tensor, visual_dim: int, max_clips: int | None,

@@ -1,4 +1,5 @@
-"""The HTTP API as an ASGI app: POST /v1/ground, GET /health, /ready, /metrics (and the page's routes, page.py)."""
+"""The HTTP API as an ASGI app: POST /v1/ground, GET /health, /ready, /metrics (and the page's routes,
+page.py, and those of registered videos, videos.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -14,11 +15,12 @@ from starlette.routing import Route
 
 from ..errors import QueueFullError
 from ..requests import GroundingRequest
-from .guards import BodyBudget, Refusal, check_bearer, read_body
+from .guards import BodyBudget, Refusal, check_bearer, check_ready, read_body
 from .page import Page
 from .parsing import BodyError, BodyTooLarge, parse_body
 from .protocol import BODY_TIMED_OUT
 from .service import GroundingService
+from .videos import RegisteredVideos
 
 log = logging.getLogger("seqpan.serve")
 RETRY_AFTER_S = "1"
@@ -45,16 +47,18 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
 
 class Api:
     """The routes of the HTTP API, each a method: POST /v1/ground, GET /health, /ready, /metrics,
-    and the page's (page.py)."""
+    and the page's (page.py) and registered videos' (videos.py)."""
 
     def __init__(self, service: GroundingService, replica: str | None = None):
         self.service, self.settings, self.metrics = service, service.settings, service.metrics
         self.extra_headers = {"X-SeqPAN-Replica": replica} if replica is not None else {}
         self.budget = BodyBudget(self.settings.max_bodies_bytes)
         self.page = Page(self.settings, self.budget)  # the web page at / and its routes; serves `video` entries
+        self.videos = RegisteredVideos(service, self.budget, self.respond)  # serves `registered` entries
         self.routes = [Route("/v1/ground", self.ground, methods=["POST"]),
                        Route("/health", self.health, methods=["GET"]), Route("/ready", self.ready, methods=["GET"]),
-                       Route("/metrics", self.metrics_text, methods=["GET"]), *self.page.routes]
+                       Route("/metrics", self.metrics_text, methods=["GET"]), *self.page.routes,
+                       *self.videos.routes]  # after the page's: /v1/videos/file and /extract are its own
 
     def respond(self, route: str, status: int, payload=None, headers=None, body: bytes | None = None,
                 media_type: str = "application/json") -> Response:
@@ -70,16 +74,15 @@ class Api:
         claim, entries = self.budget.claim(), []
         try:
             check_bearer(request, settings.api_key)
-            if not service.ready:
-                raise Refusal(503, "the model is still loading; retry later", "not_ready",
-                              {"Retry-After": RETRY_AFTER_S})
+            check_ready(service.ready)
             body = await read_body(request, settings.max_body_bytes, claim)
             if len(body) <= INLINE_PARSE_BYTES:  # fewer than the thread hop costs (docs/performance.md)
                 entries = parse_body(body, service.engine.limits, settings.max_queue)
             else:
                 entries = await asyncio.to_thread(parse_body, body, service.engine.limits, settings.max_queue)
             del body
-            results = await until_disconnected(request, service.ground(await self.page.resolve_videos(entries)))
+            entries = self.videos.resolve(await self.page.resolve_videos(entries))
+            results = await until_disconnected(request, service.ground(entries))
             payload = {"results": [r.to_json() for r in results]}
             response = respond("/v1/ground", 200, payload)
             metrics.latency.observe(time.perf_counter() - started)

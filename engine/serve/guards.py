@@ -1,5 +1,5 @@
-"""What stands before grounding: the bearer token, the body-size limit, the bytes of bodies held
-across all connections, and how a refusal is answered."""
+"""What stands before grounding: the bearer token, readiness, the body-size limit, the bytes of bodies
+held across all connections, and how a refusal is answered."""
 from __future__ import annotations
 
 import hmac
@@ -24,6 +24,12 @@ def check_bearer(request: Request, api_key: str | None) -> None:
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode("latin-1"), api_key.encode()):
         raise Refusal(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", "unauthorized",
                       {"WWW-Authenticate": "Bearer"})
+
+
+def check_ready(ready: bool) -> None:
+    """Refuse (503, Retry-After) while the model is still loading."""
+    if not ready:
+        raise Refusal(503, "the model is still loading; retry later", "not_ready", {"Retry-After": "1"})
 
 
 class BodyBudget:

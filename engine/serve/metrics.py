@@ -31,6 +31,10 @@ class ServiceMetrics:
         self.in_progress = Gauge("seqpan_ground_in_progress", "POST /v1/ground requests accepted and not yet answered",
                                  registry=r)
         self.ready = Gauge("seqpan_ready", "1 once the model is loaded and warm, else 0", registry=r)
+        self.registered_videos = Gauge("seqpan_registered_videos", "videos registered with PUT /v1/videos/{id} "
+                                       "and kept", registry=r)
+        self.registered_video_bytes = Gauge("seqpan_registered_video_bytes", "bytes of the registered videos' "
+                                            "features", registry=r)
         if replica is not None:
             Gauge("seqpan_replica", "the replica this process serves as (value 1)", ["replica"],
                   registry=r).labels(replica).set(1)

@@ -59,6 +59,9 @@ def run_on_ray(settings: ServeSettings, replicas: int, host: str, port: int, add
     try:
         serve.start(http_options={"host": host, "port": port}, logging_config=quiet)
         resources = replica_resources(settings, replicas)
+        if replicas > 1 and settings.max_videos:  # each replica's store is its own: a video PUT to one is
+            settings = dataclasses.replace(settings, max_videos=0)  # unknown to the others, so none is kept
+            say("registered videos (PUT /v1/videos/ID) are off: each of several replicas would keep its own")
         if "num_cpus" in resources and settings.threads is None:  # a thread per CPU of its share, not per core
             settings = dataclasses.replace(settings, threads=max(1, int(resources["num_cpus"])))
         deployment = GroundingReplica.options(num_replicas=replicas, max_ongoing_requests=settings.max_queue,

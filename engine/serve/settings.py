@@ -25,7 +25,7 @@ class ServeSettings:
     max_wait_ms: float = 2.0  # how long the micro-batcher waits to fill a batch
     max_queue: int = 1024  # requests waiting in the micro-batcher; more are answered 429
     features_root: str | None = None  # feature paths are read below this folder only; None = no paths
-    api_key: str | None = None  # when set, POST /v1/ground needs `Authorization: Bearer <api_key>`
+    api_key: str | None = None  # when set, the /v1 routes need `Authorization: Bearer <api_key>`
     max_body_bytes: int = 16 << 20  # larger bodies are answered 413
     max_bodies_bytes: int = 64 << 20  # bytes of bodies held at once, all connections; past it, 503
     warmup: bool = True  # compile every shape of the engine's plan before /ready says 200
@@ -35,3 +35,5 @@ class ServeSettings:
     i3d: str | None = None  # I3D weights that the videos' features are extracted with
     preset: str = "charades"  # how they are extracted (the checkpoint's dataset)
     durations: str | None = None  # {video id: seconds} of the features under features_root, for the page
+    max_videos: int = 1024  # videos registered with PUT /v1/videos/{id} kept at once; 0 = registering is off
+    max_video_bytes: int = 256 << 20  # their features' bytes in all; past either bound the least recently used go

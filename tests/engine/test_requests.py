@@ -375,8 +375,9 @@ def test_request_errors_name_what_is_missing_or_malformed(tmp_path):
     from engine.prepare import prepare_request
 
     for obj, message in [({"query": "door"}, "missing features, duration"),
-                         ({"features": 3, "query": "door", "duration": 3}, "features must be a path to a .npy file "
-                                                                           "or a [T, D] list of numbers")]:
+                         ({"features": 3, "query": "door", "duration": 3},
+                          'features must be a path to a .npy file, a [T, D] list of numbers, {"shape", "dtype", '
+                          '"base64"} or {"registered": ID}')]:
         with pytest.raises(RequestError) as err:
             request_from_json(obj, tmp_path)
         assert str(err.value) == message

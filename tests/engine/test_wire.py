@@ -1,7 +1,16 @@
 """The wire protocol's entry reader and the merge of answers back into input order (engine.wire),
-which the CLI's requests files and the server's bodies share."""
-from engine.requests import GroundingRequest, GroundingResult
+which the CLI's requests files and the server's bodies share; binary features (base64 with a shape)."""
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from engine.data import features as features_module
+from engine.limits import Limits
+from engine.requests import GroundingRequest, GroundingResult, RegisteredVideo
 from engine.wire import entry_from_json, in_input_order
+from tests.engine.test_engine import CFG, make_engine
 
 
 def test_an_entry_is_its_request_or_its_error_under_its_label(tmp_path):
@@ -24,3 +33,89 @@ def test_answers_go_back_between_the_entries_errors_in_input_order():
     answers = [GroundingResult(i, start=float(i)) for i in range(3)]
     assert in_input_order(entries, answers) == [answers[0], refused[0], answers[1], answers[2], refused[1]]
     assert in_input_order(refused, []) == refused
+
+
+# -- binary features: {"shape": [T, D], "dtype": "float32", "base64": ...} -------------------------------------
+def binary(features: np.ndarray, dtype: str = "float32") -> dict:
+    """The JSON object of binary features for `features` (sent as little-endian float32)."""
+    return {"shape": list(features.shape), "dtype": dtype,
+            "base64": base64.b64encode(features.astype("<f4").tobytes()).decode()}
+
+
+def entry(features, limits: Limits = Limits()) -> GroundingRequest | GroundingResult:
+    return entry_from_json(json.dumps({"id": "q", "features": features, "query": "person opens the door",
+                                       "duration": 30.0}), "line 3", limits=limits)
+
+
+def test_binary_features_answer_as_the_same_features_as_a_list_or_a_npy_file(tmp_path):
+    video = np.random.default_rng(5).standard_normal((CFG.max_pos_len + 7, CFG.visual_dim)).astype(np.float32)
+    np.save(tmp_path / "v.npy", video)
+    sent = entry(binary(video))
+    assert isinstance(sent.features, np.ndarray) and sent.features.dtype == np.dtype("<f4")
+    assert np.array_equal(sent.features, video)  # bit for bit
+    engine = make_engine(backend="reference", video_cache=0)
+    answers = [engine.ground([entry(f)])[0].to_json() for f in (binary(video), video.tolist(), str(tmp_path / "v.npy"))]
+    assert "error" not in answers[0] and answers[0] == answers[1] == answers[2]
+
+
+@pytest.mark.parametrize("features, message", [
+    ({**binary(np.ones((2, 3))), "dtype": "float64"}, 'dtype must be "float32" (little-endian), got \'float64\''),
+    ({**binary(np.ones((2, 3))), "dtype": ">f4"}, 'dtype must be "float32" (little-endian), got \'>f4\''),
+    ({**binary(np.ones((2, 3))), "dtype": 4}, 'dtype must be "float32" (little-endian), got \'4\''),
+    ({**binary(np.ones((2, 3))), "shape": [6]}, "shape must be [clips, dimension], two non-negative integers"),
+    ({**binary(np.ones((2, 3))), "shape": [2, -3]}, "shape must be [clips, dimension], two non-negative integers"),
+    ({**binary(np.ones((2, 3))), "shape": [2.0, 3]}, "shape must be [clips, dimension], two non-negative integers"),
+    ({**binary(np.ones((2, 3))), "shape": [3, 3]}, "base64 must be the 36 bytes of a [3, 3] float32 array "
+                                                   "(48 characters), got 32"),
+    ({**binary(np.ones((2, 3))), "base64": ["AAAA"]}, "base64 must be the 24 bytes of a [2, 3] float32 array "
+                                                      "(32 characters), got list"),
+    ({**binary(np.ones((2, 3))), "base64": "A" * 31 + "!"}, "base64 is not valid base64"),
+    ({**binary(np.ones((2, 3))), "base64": "AAAA\nAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, "base64 is not valid base64"),
+    ({**binary(np.ones((2, 3))), "base64": "é" * 32}, "base64 is not valid base64"),
+    ({**binary(np.ones((2, 2))), "base64": "A" * 24}, "base64 holds 18 bytes, expected 16 for shape [2, 2]"),
+    ({**binary(np.ones((2, 3))), "order": "F"}, 'binary features must be an object of exactly "shape", "dtype" '
+                                                "and \"base64\" (or {\"registered\": ID}), got 'shape', 'dtype', "
+                                                "'base64', 'order'"),
+    ({"shape": [2, 3], "dtype": "float32"}, 'binary features must be an object of exactly "shape"'),
+    ({"registered": "../x"}, "a registered video's id must be 1 to 128 of A-Z a-z 0-9 . _ - (not . or ..), got '../x'"),
+    ({"registered": ".."}, "a registered video's id must be"),
+    ({"registered": 7}, "a registered video's id must be 1 to 128 of A-Z a-z 0-9 . _ - (not . or ..), got int"),
+    ({"registered": "v", "shape": [1, 1]}, 'binary features must be an object of exactly "shape"'),
+])
+def test_bad_binary_features_are_the_entrys_one_line_error(features, message):
+    result = entry(features)
+    assert isinstance(result, GroundingResult) and result.id == "q"
+    assert result.error.startswith("line 3: ") and message in result.error and "\n" not in result.error
+
+
+def test_the_engine_checks_decoded_features_as_it_checks_arrays():
+    """Non-finite values, another feature size and zero clips are refused by the engine's own checks."""
+    nan = np.ones((3, CFG.visual_dim), np.float32)
+    nan[1, 2] = np.nan
+    cases = [(binary(nan), "features: 1 NaN/inf values, first in clip 1"),
+             (binary(np.ones((3, CFG.visual_dim + 1))), f"expected feature dimension {CFG.visual_dim}, got "
+                                                        f"{CFG.visual_dim + 1}"),
+             (binary(np.ones((0, CFG.visual_dim))), "features: has zero clips"),
+             ({"registered": "v1"}, "features name the registered video 'v1': only a server keeps registered "
+                                    "videos (PUT /v1/videos/ID on seqpan serve)")]
+    engine = make_engine(backend="reference")
+    requests = [entry(features) for features, _ in cases]
+    assert isinstance(requests[-1].features, RegisteredVideo)
+    errors = [r.error for r in engine.ground(requests)]
+    assert all(message in error for error, (_, message) in zip(errors, cases)), errors
+
+
+def test_sizes_are_checked_against_the_limits_before_anything_is_decoded(monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("decoded before the sizes were checked")
+
+    monkeypatch.setattr(features_module.base64, "b64decode", never)
+    limits = Limits(max_clips=100, max_feature_bytes=4096)
+    cases = [({"shape": [101, 4], "dtype": "float32", "base64": ""}, "features: 101 clips, more than the limit of 100"),
+             ({"shape": [2, 10**12], "dtype": "<f4", "base64": ""},
+              f"features: {8 * 10**12} bytes of features, more than the limit of 4096"),
+             ({"shape": [2, 4], "dtype": "float32", "base64": "A" * 10_000},
+              "base64 must be the 32 bytes of a [2, 4] float32 array (44 characters), got 10000")]
+    for features, message in cases:
+        result = entry(features, limits)
+        assert isinstance(result, GroundingResult) and message in result.error, result

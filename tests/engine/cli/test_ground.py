@@ -1,6 +1,7 @@
 """`seqpan ground`: one query, a JSONL file, and every kind of bad input."""
 from __future__ import annotations
 
+import base64
 import json
 import re
 
@@ -58,6 +59,24 @@ def test_requests_file_keeps_order_and_reports_bad_lines(setup):
     assert results[1]["error"].startswith("line 2:")
     assert "NaN" in results[3]["error"] and "duration" in results[4]["error"] and "empty" in results[5]["error"]
     assert "Traceback" not in proc.stderr and "line 2" in proc.stderr
+
+
+def test_requests_file_lines_may_carry_binary_features(setup):
+    """A line's features as base64 float32 with their shape answer as the same .npy file does; a
+    line naming a registered video (a server's) is that line's error."""
+    root, ckpt = setup
+    video = np.load(root / "b.npy")
+    sent = {"shape": list(video.shape), "dtype": "float32", "base64": base64.b64encode(video.astype("<f4").tobytes()).decode()}
+    lines = [{"id": "path", "features": "b.npy"}, {"id": "base64", "features": sent},
+             {"id": "registered", "features": {"registered": "b"}}]
+    (root / "binary.jsonl").write_text("".join(json.dumps({**line, "query": "a person sits on chair", "duration": 80.0})
+                                               + "\n" for line in lines))
+    out = root / "binary-out.jsonl"
+    proc = run_cli("ground", "--checkpoint", str(ckpt), "--requests", str(root / "binary.jsonl"), "--out", str(out))
+    path, binary, registered = [json.loads(x) for x in out.read_text().splitlines()]
+    assert proc.returncode == 1 and "start" in path and {**binary, "id": "path"} == path
+    assert registered["error"] == ("features name the registered video 'b': only a server keeps registered videos "
+                                   "(PUT /v1/videos/ID on seqpan serve)")
 
 
 @pytest.mark.parametrize("args, message", [

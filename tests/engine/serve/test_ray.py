@@ -1,5 +1,5 @@
 """`seqpan serve --ray --replicas 2`: a local Ray Serve deployment answers as the engine does, from
-both replicas, and stops with exit 0 on SIGTERM."""
+both replicas, refuses registered videos (each replica would keep its own), and stops with exit 0 on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
@@ -33,6 +33,7 @@ def test_two_ray_serve_replicas_answer_as_the_engine(serve_files):
 
         responses = asyncio.run(load())
         replica_metric = httpx.get(f"{server.url}/metrics").text
+        register = httpx.put(f"{server.url}/v1/videos/a", content=(root / "a.npy").read_bytes(), timeout=60)
         assert server.stop(timeout=90) == 0
     assert [r.status_code for r in responses] == [200] * len(bodies)
     replicas = {r.headers["x-seqpan-replica"] for r in responses}
@@ -44,3 +45,6 @@ def test_two_ray_serve_replicas_answer_as_the_engine(serve_files):
     expected = [r.to_json() for r in engine.ground(local)]
     assert_same_answers([r.json()["results"][0] for r in responses], expected)
     assert "stopped" in server.stderr
+    # each replica would keep its own registered videos, so several replicas keep none
+    assert register.status_code == 404 and "keeps no registered videos" in register.json()["error"]
+    assert "registered videos (PUT /v1/videos/ID) are off" in server.stderr

@@ -373,6 +373,8 @@ def test_a_checkpoint_that_fails_to_load_stops_the_server_with_exit_2(tmp_path):
     (["--checkpoint", "{ckpt}", "--header-timeout", "0"], "--header-timeout must be in (0, 86400]"),
     (["--checkpoint", "{ckpt}", "--shutdown-timeout", "-1"], "--shutdown-timeout must be in (0, 86400]"),
     (["--checkpoint", "{ckpt}", "--max-connections", "0"], "--max-connections"),
+    (["--checkpoint", "{ckpt}", "--max-videos", "-1"], "--max-videos must be in 0..1000000"),
+    (["--checkpoint", "{ckpt}", "--max-video-store-mb", "0"], "--max-video-store-mb must be in (0, 1048576]"),
 ])
 def test_bad_options_are_one_line_exit_2(serve_files, tmp_path, args, message):
     result = run_cli("serve", *[a.format(tmp=tmp_path, ckpt=serve_files[0]) for a in args])

@@ -22,6 +22,7 @@ import asyncio
 import json
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,7 +43,7 @@ from .timing import cpu_description, percentile
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 LEVELS = ((1, 1), (8, 1), (32, 1), (64, 1), (4, 16))  # (clients, queries per body)
 # name -> `seqpan serve` options
-SERVERS = {"single": [], "ray-2-replicas": ["--ray", "--replicas", "2"]}
+SERVERS = {"single": [], "single-1-thread": ["--threads", "1"], "ray-2-replicas": ["--ray", "--replicas", "2"]}
 SERVE_OPTIONS = ["--max-batch", "64", "--max-wait-ms", "2"]
 
 
@@ -64,13 +65,14 @@ def direct(checkpoint: Path, features_root: Path, objects: list[dict], passes: i
     engine.warm_up()
     requests = [engine_request(features_root, o) for o in objects]
     expected = {r.id: r.to_json() for r in engine.ground(requests)}
-    seconds = []
+    seconds, cpu = [], []
     for _ in range(passes):
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         engine.ground(requests)
         seconds.append(time.perf_counter() - began)
+        cpu.append(time.process_time() - began_cpu)
     return {"queries": len(requests), "queries_per_s": len(requests) / min(seconds), "pass_seconds": seconds,
-            "engine": engine.description}, expected
+            "cpu_ms_per_query": min(cpu) / len(requests) * 1e3, "engine": engine.description}, expected
 
 
 def bodies_of(objects: list[dict], per_body: int) -> list[dict]:
@@ -78,7 +80,8 @@ def bodies_of(objects: list[dict], per_body: int) -> list[dict]:
 
 
 def run_locust(url: str, bodies_file: Path, clients: int, seconds: float, folder: Path) -> list:
-    """One headless locust run: every call's (end, latency ms, queries, status)."""
+    """One headless locust run: every call's (end, latency ms, queries, status). Its CPU time is
+    counted in this process's RUSAGE_CHILDREN."""
     out = folder / "calls.json"
     out.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(clients), "-r",
@@ -98,6 +101,17 @@ def batch_totals(url: str) -> tuple[float, float]:
     values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
               if line.startswith(("seqpan_batch_size_sum", "seqpan_batch_size_count"))}
     return values.get("seqpan_batch_size_sum", 0.0), values.get("seqpan_batch_size_count", 0.0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_mib(pid: int) -> float | None:
@@ -167,17 +181,24 @@ def measure(server: str, checkpoint: Path, features_root: Path, objects: list[di
             bodies_file = folder / f"bodies-{per_body}.json"
             bodies_file.write_text(json.dumps(bodies_of(objects, per_body)))
             run_locust(proc.url, bodies_file, clients, warmup, folder)  # untimed
-            before = batch_totals(proc.url)
-            row = summarize(run_locust(proc.url, bodies_file, clients, seconds, folder), direct_qps)
+            before, server_cpu, client_cpu = batch_totals(proc.url), cpu_seconds(proc.proc.pid), children_cpu_seconds()
+            calls = run_locust(proc.url, bodies_file, clients, seconds, folder)
+            server_cpu, client_cpu = cpu_seconds(proc.proc.pid) - server_cpu, children_cpu_seconds() - client_cpu
             after = batch_totals(proc.url)
-            batches = after[1] - before[1]
+            row = summarize(calls, direct_qps)
+            batches, queries = after[1] - before[1], sum(c[2] for c in calls if c[3] == 200)
+            single = not server.startswith("ray")  # Ray's replicas run in processes of their own
             row.update(server=server, clients=clients, queries_per_body=per_body,
                        mean_batch=(after[0] - before[0]) / batches if batches else None,
-                       server_rss_mib=rss_mib(proc.proc.pid) if server == "single" else None)
+                       server_cpu_ms_per_query=server_cpu / queries * 1e3 if single and queries else None,
+                       client_cpu_ms_per_query=client_cpu / queries * 1e3 if queries else None,
+                       server_rss_mib=rss_mib(proc.proc.pid) if single else None)
             rows.append(row)
             print(f"{server:>14} {clients:>2} clients x {per_body:>2}: {row['queries_per_s']:7.1f} q/s "
                   f"({row['efficiency']:.2f}x direct), p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
-                  f"mean batch {row['mean_batch'] or math.nan:.1f}, failed {row['failed']}", flush=True)
+                  f"mean batch {row['mean_batch'] or math.nan:.1f}, CPU ms/query server "
+                  f"{row['server_cpu_ms_per_query'] or math.nan:.2f} client {row['client_cpu_ms_per_query']:.2f}, "
+                  f"failed {row['failed']}", flush=True)
         verdict = asyncio.run(verify(proc.url, objects, expected))
         print(f"{server:>14} answers: {verdict}", flush=True)
         exit_status = proc.stop(timeout=120)
@@ -210,15 +231,19 @@ def render_markdown(results: dict) -> str:
     lines = [f"# `seqpan serve` under locust, {results['date']}", "",
              f"Machine: {results['machine']}. Engine: {d['engine']}.", "", *[f"- {n}" for n in results["notes"]], "",
              f"Direct (`GroundingEngine.ground`, all {d['queries']} queries in one call, max_batch 64): "
-             f"**{d['queries_per_s']:.0f} queries/s** (best of {len(d['pass_seconds'])} passes).", "",
+             f"**{d['queries_per_s']:.0f} queries/s** (best of {len(d['pass_seconds'])} passes), "
+             f"{d['cpu_ms_per_query']:.2f} CPU ms per query.", "",
              "| server | clients | queries/body | requests/s | queries/s | served/direct | p50 ms | p99 ms | p99/p50 "
-             "| mean batch | failed |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| mean batch | CPU ms/query: server | client | failed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for server in results["servers"]:
         for r in server["rows"]:
             batch = "–" if r["mean_batch"] is None else f"{r['mean_batch']:.1f}"
+            server_cpu = "–" if r["server_cpu_ms_per_query"] is None else f"{r['server_cpu_ms_per_query']:.2f}"
             lines.append(f"| {r['server']} | {r['clients']} | {r['queries_per_body']} | {r['requests_per_s']:.0f} "
                          f"| {r['queries_per_s']:.0f} | {r['efficiency']:.2f}x | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
-                         f"| {r['p99_over_p50']:.1f} | {batch} | {r['failed']} |")
+                         f"| {r['p99_over_p50']:.1f} | {batch} | {server_cpu} | {r['client_cpu_ms_per_query']:.2f} "
+                         f"| {r['failed']} |")
     lines.append("")
     for server in results["servers"]:
         lines.append(f"- {server['server']}: every request once over httpx, answers against the engine's: "

@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--backend", default="auto")
     p.add_argument("--threads", type=positive_int, help="CPU threads of the engine, torch's and the openvino "
-                                                        "backend's (default: one per core the process may use)")
+                                                        "backend's (default on CPU: one fewer than the cores the "
+                                                        "process may use, at least 1; the host work needs one)")
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
                    help="report ready without first compiling every shape of the engine's plan")
     p.add_argument("--ray", action="store_true", help="serve from a Ray Serve deployment (needs ray[serve])")

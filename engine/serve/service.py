@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from typing import Sequence
 
@@ -20,6 +21,14 @@ from .settings import ServeSettings
 
 log = logging.getLogger("seqpan.serve")
 INTERNAL_ERROR = "internal error while grounding this request"
+
+
+def serving_threads() -> int:
+    """The engine's CPU threads when serving: one fewer than the cores this process may use (at least
+    one), leaving a core to the host work (HTTP, parsing, preparation). On the 2-core machine one
+    thread served 1.8x the queries of two, whose workers waited on each other whenever a Python
+    thread took their core (docs/performance.md)."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 class GroundingService:
@@ -41,11 +50,13 @@ class GroundingService:
     def load(self) -> None:
         """Load the checkpoint, compile every shape of its plan (warm-up), start the micro-batcher (blocking)."""
         s = self.settings
+        device = resolve_device(s.device)
+        threads = s.threads if s.threads is not None or device.type != "cpu" else serving_threads()
         backend_options = None
-        if s.threads is not None:
-            torch.set_num_threads(s.threads)
-            backend = resolve_backend(s.backend, resolve_device(s.device))
-            backend_options = {"threads": s.threads} if backend == "openvino" else None  # its own thread pool
+        if threads is not None:
+            torch.set_num_threads(threads)
+            backend = resolve_backend(s.backend, device)
+            backend_options = {"threads": threads} if backend == "openvino" else None  # its own thread pool
         engine = GroundingEngine.from_checkpoint(s.checkpoint, device=s.device, precision=s.precision,
                                                  backend=s.backend, max_batch=s.max_batch,
                                                  features_root=s.features_root,

@@ -29,7 +29,7 @@ class ServeSettings:
     max_body_bytes: int = 16 << 20  # larger bodies are answered 413
     max_bodies_bytes: int = 64 << 20  # bytes of bodies held at once, all connections; past it, 503
     warmup: bool = True  # compile every shape of the engine's plan before /ready says 200
-    threads: int | None = None  # CPU threads of the engine (torch's, and OpenVINO's); None = their defaults
+    threads: int | None = None  # CPU threads of the engine (torch's, and OpenVINO's); None = service.serving_threads()
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)  # the one-process server's guards
     videos: str | None = None  # the page's folder of video files (their names confined to it); needs i3d
     i3d: str | None = None  # I3D weights that the videos' features are extracted with

@@ -14,6 +14,7 @@ import time
 import httpx
 import numpy as np
 import pytest
+import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.server_process import ServerProcess
@@ -409,3 +410,24 @@ def test_ready_says_when_loading_failed_without_details():
                                   failure=failure)
         response = asyncio.run(get_ready(service))
         assert (response.status_code, response.json()) == (503, {"status": status})
+
+
+def test_serving_leaves_a_core_to_the_host_work(serve_files, monkeypatch):
+    """On CPU without --threads, the engine's OpenVINO threads (and torch's) are one fewer than the
+    cores the process may use, at least one; --threads overrides that."""
+    from engine.serve import service as service_module
+
+    for cores, expected in (({0, 1, 2, 3}, 3), ({0, 1}, 1), ({5}, 1)):
+        monkeypatch.setattr(service_module.os, "sched_getaffinity", lambda _, c=cores: c)
+        assert service_module.serving_threads() == expected
+    monkeypatch.setattr(service_module.os, "sched_getaffinity", lambda _: {0, 1, 2})
+    torch_threads = torch.get_num_threads()
+    for threads, expected in ((None, 2), (3, 3)):
+        service = GroundingService(ServeSettings(str(serve_files[0]), device="cpu", warmup=False, threads=threads),
+                                   ServiceMetrics())
+        service.load()
+        try:
+            assert service.engine.model.threads == expected and torch.get_num_threads() == expected
+        finally:
+            service.close()
+            torch.set_num_threads(torch_threads)

@@ -93,7 +93,7 @@ def serve_http(app, sock: socket.socket, watch: Callable[[], bool] | None = None
 def run_one_process(settings: ServeSettings, host: str, port: int) -> int:
     """The server in this process, until SIGTERM or Ctrl-C; returns 0 once every accepted request is
     answered. A model that fails to load stops the server and its exception is raised."""
-    service = GroundingService(settings, ServiceMetrics())
+    service = GroundingService(settings, ServiceMetrics(), owns_process=True)
     sock = listen_socket(host, port)
     say(f"listening on {url(host, sock.getsockname()[1])} (loading {settings.checkpoint}; /ready says when done)")
     announced = False

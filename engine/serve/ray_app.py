@@ -31,7 +31,7 @@ class GroundingReplica:
 
     def __init__(self, settings: ServeSettings):
         self.replica = serve.get_replica_context().replica_id.unique_id
-        self.service = GroundingService(settings, ServiceMetrics(replica=self.replica))
+        self.service = GroundingService(settings, ServiceMetrics(replica=self.replica), owns_process=True)
         self.service.load()
 
     def __serve_build_asgi_app__(self):

@@ -34,10 +34,12 @@ def serving_threads() -> int:
 
 class GroundingService:
     """Loads and warms the engine (`load`, or `start_loading` in the background), then grounds
-    parsed requests through one MicroBatcher; `ready` says when it can."""
+    parsed requests through one MicroBatcher; `ready` says when it can. A service that `owns_process`
+    (a server's, not a test's) freezes what it loaded out of the garbage collector's sight."""
 
-    def __init__(self, settings: ServeSettings, metrics: ServiceMetrics):
+    def __init__(self, settings: ServeSettings, metrics: ServiceMetrics, owns_process: bool = False):
         self.settings, self.metrics = settings, metrics
+        self.owns_process = owns_process  # a server process's service: what it loads lives as long as it
         self.engine: GroundingEngine | None = None
         self.batcher: MicroBatcher | None = None
         self.failure: Exception | None = None  # why loading failed
@@ -69,10 +71,11 @@ class GroundingService:
         self.metrics.watch_caches({"video": engine.encoded_videos, "query": engine.encoded_queries,
                                    "feature_file": engine.feature_files})
         self.batcher = MicroBatcher(engine, s.max_batch, s.max_wait_ms, s.max_queue, self.metrics.batch_size.observe)
-        # what is loaded stays for the process's life: out of the collector's sight, a full collection no
-        # longer walks it (the demo model's server: 186k objects, 84-99 ms a full collection, a pause every
-        # request in flight would wait for; after the freeze ~0 ms)
-        gc.freeze()
+        if self.owns_process:
+            # what is loaded stays for the process's life: out of the collector's sight, a full collection no
+            # longer walks it (the demo model's server: 186k objects, 84-99 ms a full collection, a pause
+            # every request in flight would wait for; after the freeze ~0 ms)
+            gc.freeze()
         self._ready.set()
         self.metrics.ready.set(1)
 

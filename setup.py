@@ -3,8 +3,8 @@ from setuptools import find_packages, setup
 
 # `seqpan serve`: the ASGI app and server, metrics, the HTTP client of its tests and load generator, Ray Serve;
 # Ray Data (with pyarrow) for `seqpan ground --ray` and `seqpan extract-features --ray`
-SERVE = ["starlette>=0.37", "uvicorn>=0.30", "httptools>=0.6", "httpx>=0.27", "prometheus-client>=0.20",
-         "ray[serve,data]>=2.40"]
+SERVE = ["starlette>=0.37", "uvicorn>=0.30", "httptools>=0.6", "uvloop>=0.19", "httpx>=0.27",
+         "prometheus-client>=0.20", "ray[serve,data]>=2.40"]  # uvicorn runs on uvloop when it imports
 
 setup(
     name="seqpan",

@@ -42,8 +42,8 @@ from .timing import cpu_description, percentile
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 LEVELS = ((1, 1), (8, 1), (32, 1), (64, 1), (4, 16))  # (clients, queries per body)
-# name -> `seqpan serve` options
-SERVERS = {"single": [], "single-1-thread": ["--threads", "1"], "ray-2-replicas": ["--ray", "--replicas", "2"]}
+# name -> `seqpan serve` options (the single server on CPU: one engine thread fewer than the cores)
+SERVERS = {"single": [], "single-2-threads": ["--threads", "2"], "ray-2-replicas": ["--ray", "--replicas", "2"]}
 SERVE_OPTIONS = ["--max-batch", "64", "--max-wait-ms", "2"]
 
 

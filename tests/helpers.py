@@ -144,3 +144,7 @@ def assert_logits_match_golden(got: list, expected: list, what: str = "logits") 
         assert err <= GOLDEN_SAMPLE_RTOL, f"{what}, sample {b}: relative error {err:.2e}"
     err = relative_error(np.concatenate(got), np.concatenate(expected))
     assert err <= GOLDEN_RTOL, f"{what}: relative error {err:.2e} over all samples"
+
+
+class Text(str):
+    """A str subclass, as a caller's own string type."""

@@ -47,16 +47,16 @@ def test_half_precision_logits(dtype):
     check([64, 17, 2], seed=3, dtype=dtype)
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
-def test_cuda_large_batch():
-    lens = torch.randint(1, 257, (1024,), generator=torch.Generator().manual_seed(0)).tolist()
-    check(lens, seed=4)
-
-
 @pytest.mark.parametrize("seed", [21, 22])
 def test_random_lengths(seed):
     """A random batch and lengths (one of 1, one full, the rest ragged)."""
     gen = torch.Generator().manual_seed(seed)
     check(random_lengths(int(torch.randint(2, 9, (), generator=gen)), int(torch.randint(2, 300, (), generator=gen)),
                          gen), seed)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+def test_cuda_large_batch():
+    lens = torch.randint(1, 257, (1024,), generator=torch.Generator().manual_seed(0)).tolist()
+    check(lens, seed=4)

@@ -101,6 +101,44 @@ def check_top_k(top_k: Any, nms: Any, limits: Limits = DEFAULT_LIMITS) -> tuple[
     return top_k, check_iou("nms", nms, RequestError)
 
 
+@dataclass(frozen=True)
+class Checked:
+    """The values of a request's fields that passed `check_fields` under `limits` (`GroundingRequest.checked`)."""
+    limits: Limits
+    query: str
+    duration: float | None
+    video: Any
+    seed: int | None
+    video_id: str | None
+    top_k: int
+    nms: float | None
+
+
+def check_fields(request: GroundingRequest, limits: Limits = DEFAULT_LIMITS) -> GroundingRequest:
+    """`request` with every field but `features` and `id` checked against `limits` and in its normal
+    form (a duration as a float, a video id as text; no duration needed for a `video`): a new request
+    that records what passed, so that a field still holding a value that passed under the same limits
+    (a JSON request's, checked by `engine.wire` for its entry's label) is not checked again. Raises
+    RequestError for the first field wrong."""
+    before = request.checked if isinstance(request.checked, Checked) and request.checked.limits == limits else None
+
+    def unchanged(*names: str) -> bool:
+        return before is not None and all(getattr(request, n) is getattr(before, n) for n in names)
+
+    top_k, nms = ((request.top_k, request.nms) if unchanged("top_k", "nms")
+                  else check_top_k(request.top_k, request.nms, limits))
+    query = request.query if unchanged("query") else check_query(request.query, limits)
+    duration = request.duration
+    if not unchanged("duration", "video") and not (request.video is not None and duration is None):
+        duration = check_duration(duration, limits)
+    video_id = request.video_id if unchanged("video_id") else check_video_id(request.video_id)
+    seed = request.seed if unchanged("seed") else check_seed(request.seed)
+    checked = dataclasses.replace(request, query=query, duration=duration, seed=seed, video_id=video_id,
+                                  top_k=top_k, nms=nms)
+    checked.checked = Checked(limits, query, duration, request.video, seed, video_id, top_k, nms)
+    return checked
+
+
 def feature_path(path: str | os.PathLike, features_root: str | Path | None, allow_feature_paths: bool) -> str:
     """The path policy, for `.npy` and video paths alike: RequestError when this engine reads no paths,
     else the real path (symlinks followed), confined to `features_root` when that is given (a
@@ -120,8 +158,16 @@ def video_request(request: GroundingRequest, video_source: Callable[[str], tuple
         features, duration = video_source(feature_path(request.video, features_root, allow_feature_paths))
     except SeqPANError as err:
         raise RequestError(str(err)) from None
-    return dataclasses.replace(request, features=features, video=None,
-                               duration=duration if request.duration is None else request.duration)
+    return with_video_features(request, features, duration)
+
+
+def with_video_features(request: GroundingRequest, features: Any, duration: float) -> GroundingRequest:
+    """A `video` request answered by its video's features and, unless it gives its own, duration;
+    what passed `check_fields` stays passed (the file's duration is checked when the request is)."""
+    served = dataclasses.replace(request, features=features, video=None,
+                                 duration=duration if request.duration is None else request.duration)
+    served.checked = request.checked
+    return served
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,24 +277,21 @@ def prepare_request(request: GroundingRequest, cfg: SeqPANConfig, word_dict: dic
                            "registered videos (PUT /v1/videos/ID on seqpan serve)")
     if request.video is not None:
         request = video_request(request, video_source, features_root, allow_feature_paths)
-    duration = check_duration(request.duration, limits)
-    query = check_query(request.query, limits)
-    seed = check_seed(request.seed)
-    video_id = check_video_id(request.video_id)
-    top_k, nms = check_top_k(request.top_k, request.nms, limits)
-    tokenized = tokens(query) if tokens is not None else tokenize_query(query, cfg, word_dict, char_dict)
+    request = check_fields(request, limits)
+    tokenized = (tokens(request.query) if tokens is not None
+                 else tokenize_query(request.query, cfg, word_dict, char_dict))
     if tokenized.longest > limits.max_word_chars:
         raise RequestError(f"the query has a word of {tokenized.longest} characters, more than the limit of "
                            f"{limits.max_word_chars}")
     try:
-        feats, key = video_features(request.features, video_id, cfg, cache, limits, features_root,
+        feats, key = video_features(request.features, request.video_id, cfg, cache, limits, features_root,
                                     allow_feature_paths, files)
     except FeatureError as err:
         raise RequestError(str(err)) from None
     noise = None
-    if seed is not None:
-        noise = gumbel_noise((feats.shape[0], NUM_LABELS), torch.Generator().manual_seed(seed))
-    prepared = Prepared(feats, tokenized, duration, key, noise, top_k, nms)
+    if request.seed is not None:
+        noise = gumbel_noise((feats.shape[0], NUM_LABELS), torch.Generator().manual_seed(request.seed))
+    prepared = Prepared(feats, tokenized, request.duration, key, noise, request.top_k, request.nms)
     prepared.shape = Shape(clip_bucket(feats.shape[0], cfg.max_pos_len), tokenized.word_ids.shape[0],
                            tokenized.char_ids.shape[1])
     return prepared

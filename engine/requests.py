@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ class GroundingRequest:
     video: str | Path | None = None  # a video file instead of `features` (an engine with a video source)
     top_k: int = 1  # moments to return; more than 1 adds `moments` to the result
     nms: float | None = None  # with top_k: skip moments overlapping a better one by more than this IoU
+    # the values that passed `engine.prepare.check_fields`, and under which limits: none is checked twice
+    checked: Any = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The wire protocol: JSON in (strict parsing of untrusted text, a request from its JSON object, one
 entry of a requests file or an HTTP body) and JSON out (a result as a line of strict JSON). The CLI and
-the server read requests only through here; each field is checked by `engine.prepare`'s checks."""
+the server read requests only through here; the fields' values are checked by `engine.prepare.check_fields`
+(once: the engine does not check them again)."""
 from __future__ import annotations
 
 import json
@@ -13,8 +14,7 @@ import numpy as np
 from .data.features import FeatureError, features_from_base64
 from .errors import RequestError
 from .limits import Limits
-from .prepare import (DEFAULT_LIMITS, check_duration, check_query, check_registered_id, check_seed, check_top_k,
-                      check_video_id)
+from .prepare import DEFAULT_LIMITS, check_fields, check_registered_id
 from .requests import GroundingRequest, GroundingResult, RegisteredVideo
 
 JSON_FIELDS = ("features", "query", "duration")  # required; optional: id, video_id, seed, top_k, nms
@@ -41,7 +41,8 @@ def request_from_json(obj: Any, base: Path | None = None, default_id: Any = None
     `query`, `duration`, and optional `id` (default `default_id`), `video_id`, `seed`, `top_k` (moments
     to return, default 1) and `nms` (their overlap IoU, default none). A relative
     path is read from `base` when that is given. Unknown fields are ignored. Raises RequestError
-    naming the first thing wrong; the features themselves are checked by the engine."""
+    naming the first thing wrong (the fields by `prepare.check_fields`); the features themselves are
+    checked by the engine."""
     if not isinstance(obj, dict):
         raise RequestError(f"expected a JSON object, got {type(obj).__name__}")
     video = obj.get("video") if "features" not in obj else None
@@ -60,12 +61,11 @@ def request_from_json(obj: Any, base: Path | None = None, default_id: Any = None
     elif not isinstance(features, list):
         raise RequestError("features must be a path to a .npy file, a [T, D] list of numbers, "
                            '{"shape", "dtype", "base64"} or {"registered": ID}')
-    duration = obj.get("duration")
-    top_k, nms = check_top_k(obj.get("top_k", 1), obj.get("nms"), limits)
-    return GroundingRequest(features, check_query(obj["query"], limits),
-                            None if video is not None and duration is None else check_duration(duration, limits),
-                            video_id=check_video_id(obj.get("video_id")), id=check_id(obj.get("id", default_id)),
-                            seed=check_seed(obj.get("seed")), video=video, top_k=top_k, nms=nms)
+    request = check_fields(GroundingRequest(features, obj["query"], obj.get("duration"), video_id=obj.get("video_id"),
+                                            seed=obj.get("seed"), video=video, top_k=obj.get("top_k", 1),
+                                            nms=obj.get("nms")), limits)
+    request.id = check_id(obj.get("id", default_id))
+    return request
 
 
 def binary_features(obj: Any, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:

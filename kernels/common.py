@@ -14,6 +14,9 @@ INTERPRET = tl.constexpr(settings.INTERPRETED)
 
 MASK_VALUE = tl.constexpr(-1e30)  # the original's mask fill; only ever used in fp32 registers
 STAGE_K = tl.constexpr(settings.STAGE_K)
+# a block's part shared by all of a sample's programs: "pre" computed once in a launch of its own,
+# "inline" by each program, "auto" inline when one program covers the sample and pre otherwise
+MODES = ("auto", "inline", "pre")
 
 
 def device_fn(fn):
@@ -157,6 +160,13 @@ def dot_precision(allow_tf32: bool) -> str:
 def scratch(stage: bool, programs: int, rows: int, dim: int, like: torch.Tensor) -> torch.Tensor:
     """Per-program [rows, dim] fp32 scratch for staged matmuls (a placeholder when not staging)."""
     return torch.empty(programs, rows, dim, device=like.device, dtype=torch.float32) if stage else like
+
+
+def check_mode(name: str, value: str) -> str:
+    """`value` when it is one of MODES (how a launcher computes a block's shared part), else ValueError."""
+    if value not in MODES:
+        raise ValueError(f"{name} must be auto, inline or pre, got {value!r}")
+    return value
 
 
 def check_dim(dim: int, head_size: int | None = None) -> None:

@@ -12,6 +12,8 @@ rows' dense output of [x, pooled]: one launch.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -23,6 +25,7 @@ from .common import (
     PackedWeights,
     cast,
     check_dim,
+    check_mode,
     device_fn,
     dot_precision,
     linear_t,
@@ -70,11 +73,23 @@ def _column_context(q, c_ptr, cm_ptr, LC, vec_ptr, D: tl.constexpr, BQ: tl.const
 
 
 @triton.jit
-def _cqa_kernel(c_ptr, q_ptr, cm_ptr, qm_ptr, t_ptr, vec_ptr, w_ptr, out_ptr, score_ptr, s, LC, LQ,
-                D: tl.constexpr, BC: tl.constexpr, BQ: tl.constexpr, BT: tl.constexpr, PRE_T: tl.constexpr,
-                PREC: tl.constexpr, STAGE: tl.constexpr):
+def _cqa_kernel(
+    c_ptr,  # [B, LC, D] contiguous (strides LC*D, D, 1), fp32, bf16 or fp16: the context
+    q_ptr,  # [B, LQ, D] contiguous, c's dtype: the query
+    cm_ptr,  # [B, LC] contiguous, any dtype (nonzero = a valid row): the context's mask
+    qm_ptr,  # [B, LQ] contiguous, any dtype: the query's mask
+    t_ptr,  # [B, LQ, D] contiguous, fp32: T = S_cᵀ·C per word (PRE_T); unused otherwise
+    vec_ptr,  # [3, D] contiguous, fp32: the similarity's w_context, w_query, w_mul
+    w_ptr,  # [4, D, D] contiguous, c's dtype: the dense weight's four [in, out] blocks (c, c2q, c⊙c2q, c⊙q2c)
+    out_ptr,  # [B, LC, D] contiguous, c's dtype: the query-aware context
+    score_ptr,  # [B, LC, LQ] contiguous, c's dtype: the raw similarity S
+    s,  # [programs, BC, D] contiguous, fp32: each program's scratch of staged matmuls (STAGE); unused otherwise
+    LC, LQ,  # rows of the context and of the query
+    D: tl.constexpr, BC: tl.constexpr, BQ: tl.constexpr, BT: tl.constexpr,  # dim; context, word, T row blocks
+    PRE_T: tl.constexpr, PREC: tl.constexpr, STAGE: tl.constexpr,
+):
     """out, score = ContextQueryAttention(c, q, c_mask, q_mask) for the program's BC context rows
-    (s: [programs, BC, D] scratch of staged matmuls)."""
+    (grid: (row blocks, B))."""
     b = tl.program_id(1).to(tl.int64)
     s += (b * tl.num_programs(0) + tl.program_id(0)) * BC * D
     rows = tl.program_id(0) * BC + tl.arange(0, BC)
@@ -114,9 +129,16 @@ def _cqa_kernel(c_ptr, q_ptr, cm_ptr, qm_ptr, t_ptr, vec_ptr, w_ptr, out_ptr, sc
 
 
 @triton.jit
-def _column_context_kernel(c_ptr, q_ptr, cm_ptr, vec_ptr, t_ptr, LC, LQ, D: tl.constexpr, BQ: tl.constexpr,
-                           BT: tl.constexpr, PREC: tl.constexpr):
-    """t[b, words] = T for a block of query words (T as in _column_context), fp32."""
+def _column_context_kernel(
+    c_ptr,  # [B, LC, D] contiguous, fp32, bf16 or fp16: the context
+    q_ptr,  # [B, LQ, D] contiguous, c's dtype: the query
+    cm_ptr,  # [B, LC] contiguous, any dtype (nonzero = a valid row): the context's mask
+    vec_ptr,  # [3, D] contiguous, fp32: w_context, w_query, w_mul
+    t_ptr,  # [B, LQ, D] contiguous, fp32: T per word
+    LC, LQ,  # rows of the context and of the query
+    D: tl.constexpr, BQ: tl.constexpr, BT: tl.constexpr, PREC: tl.constexpr,
+):
+    """t[b, words] = T for a block of query words (T as in _column_context; grid: (word blocks, B))."""
     b = tl.program_id(1).to(tl.int64)
     cols = tl.program_id(0) * BQ + tl.arange(0, BQ)
     q = load_rows(q_ptr + b * LQ * D, cols, LQ, D)
@@ -124,33 +146,64 @@ def _column_context_kernel(c_ptr, q_ptr, cm_ptr, vec_ptr, t_ptr, LC, LQ, D: tl.c
     store_rows(t_ptr + b * LQ * D, cols, LQ, t, D)
 
 
+def pack_cqa(cqa: ContextQueryAttention, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CQA's weights for `cqa`: its fp32 [3, D] similarity vectors and its dense weight as four
+    [in, out] blocks [4, D, D] in `dtype`."""
+    d = cqa.w_context.shape[0]
+    vectors = torch.stack([cqa.w_context, cqa.w_query, cqa.w_mul]).detach().float()
+    return vectors, linear_t(cqa.dense, dtype).reshape(4, d, d)
+
+
+def cqa(c: torch.Tensor, q: torch.Tensor, c_mask: torch.Tensor, q_mask: torch.Tensor,
+        weights: tuple[torch.Tensor, torch.Tensor], settings: Settings | None = None,
+        t: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """`ContextQueryAttention.forward(c, q, c_mask, q_mask)` in one launch (two when T is computed
+    apart): the query-aware context [B, N, D] and the raw similarity [B, N, M] of the context c
+    [B, N, D] and the query q [B, M, D] (fp32, bf16 or fp16), the masks nonzero at valid rows,
+    `weights` as `pack_cqa` gives them for c's dtype. `settings`: `calculate_settings("cqa", ...)`'s
+    (default: IEEE dots, default blocks); t: "auto" computes T = S_cᵀ·C inside the main kernel when
+    one program covers a sample's context and in a separate launch otherwise, "inline" / "pre" force
+    one way."""
+    check_mode("t", t)
+    b, lc, d = c.shape
+    lq = q.shape[1]
+    settings = settings or calculate_settings("cqa", c.dtype, "ieee", d)
+    vectors, w = (t.contiguous() for t in weights)
+    c, q, c_mask, q_mask = c.contiguous(), q.contiguous(), c_mask.contiguous(), q_mask.contiguous()
+    bc, bq, bt = settings.row_block(lc), settings.key_block(lq), settings.row_block(lc)
+    grid = (triton.cdiv(lc, bc), b)
+    pre = t == "pre" or (t == "auto" and grid[0] > 1)
+    column_context = torch.empty(b, lq, d, device=c.device, dtype=torch.float32) if pre else c
+    if pre:
+        _column_context_kernel[(triton.cdiv(lq, bq), b)](c, q, c_mask, vectors, column_context, lc, lq, d, bq, bt,
+                                                         settings.dot, **settings.launch)
+    out = torch.empty_like(c)
+    score = torch.empty(b, lc, lq, device=c.device, dtype=c.dtype)
+    _cqa_kernel[grid](c, q, c_mask, q_mask, column_context, vectors, w, out, score,
+                      scratch(settings.stage, grid[0] * b, bc, d, c), lc, lq, d, bc, bq, bt, pre, settings.dot,
+                      settings.stage, **settings.launch)
+    return out, score
+
+
 class FusedCQA(nn.Module):
-    """Drop-in for a `ContextQueryAttention` (inference only): same forward, its own parameters.
+    """Drop-in for a `ContextQueryAttention` (inference only): same forward (`cqa`), its own parameters.
 
     block_rows caps the context rows a program owns and block_words the words of one similarity
     block, stage asks for staged weight matmuls (`kernels.common.matmul`), num_warps the warps: what
-    to ask `kernels.settings.calculate_settings` for (None: its default). t: "auto" computes
-    T = S_cᵀ·C inside the main kernel when one program covers a sample's context and in a
-    separate launch otherwise; "inline" / "pre" force one way.
+    to ask `kernels.settings.calculate_settings` for (None: its default). t: as `cqa`'s.
     """
 
     def __init__(self, cqa: ContextQueryAttention, allow_tf32: bool = False, block_rows: int | None = None,
                  block_words: int | None = None, t: str = "auto", stage: bool | None = None,
                  num_warps: int | None = None):
         super().__init__()
-        if t not in ("auto", "inline", "pre"):
-            raise ValueError(f"t must be auto, inline or pre, got {t!r}")
+        check_mode("t", t)
         check_dim(cqa.w_context.shape[0])
         self.cqa = cqa
         self.precision = dot_precision(allow_tf32)
         self.block_rows, self.block_words, self.t, self.stage = block_rows, block_words, t, stage
         self.num_warps = num_warps
-        self.packed = PackedWeights(cqa, self._pack)
-
-    def _pack(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        d = self.cqa.w_context.shape[0]
-        vectors = torch.stack([self.cqa.w_context, self.cqa.w_query, self.cqa.w_mul]).detach().float()
-        return vectors, linear_t(self.cqa.dense, dtype).reshape(4, d, d)
+        self.packed = PackedWeights(cqa, functools.partial(pack_cqa, cqa))
 
     def settings(self, dtype: torch.dtype) -> Settings:
         """The launch settings for `dtype` inputs."""
@@ -160,30 +213,23 @@ class FusedCQA(nn.Module):
     def forward(self, c: torch.Tensor, q: torch.Tensor, c_mask: torch.Tensor,
                 q_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Query-aware context [B, N, D] and the raw similarity [B, N, M], as the reference."""
-        b, lc, d = c.shape
-        lq = q.shape[1]
-        vectors, weights = self.packed.get(c.dtype)
-        c, q, c_mask, q_mask = c.contiguous(), q.contiguous(), c_mask.contiguous(), q_mask.contiguous()
-        settings = self.settings(c.dtype)
-        bc, bq, bt = settings.row_block(lc), settings.key_block(lq), settings.row_block(lc)
-        grid = (triton.cdiv(lc, bc), b)
-        pre = self.t == "pre" or (self.t == "auto" and grid[0] > 1)
-        t = torch.empty(b, lq, d, device=c.device, dtype=torch.float32) if pre else c
-        if pre:
-            _column_context_kernel[(triton.cdiv(lq, bq), b)](c, q, c_mask, vectors, t, lc, lq, d, bq, bt,
-                                                             settings.dot, **settings.launch)
-        out = torch.empty_like(c)
-        score = torch.empty(b, lc, lq, device=c.device, dtype=c.dtype)
-        stage = settings.stage
-        _cqa_kernel[grid](c, q, c_mask, q_mask, t, vectors, weights, out, score, scratch(stage, grid[0] * b, bc, d, c),
-                          lc, lq, d, bc, bq, bt, pre, settings.dot, stage, **settings.launch)
-        return out, score
+        return cqa(c, q, c_mask, q_mask, self.packed.get(c.dtype), self.settings(c.dtype), self.t)
 
 
 @triton.jit
-def _pool_concat_kernel(x_ptr, y_ptr, ym_ptr, pw_ptr, w_ptr, bias_ptr, out_ptr, s, N, M, D: tl.constexpr,
-                        BN: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr, STAGE: tl.constexpr):
-    """out = [x, pooled(y)] @ W + bias for the program's BN rows of x (s: staged matmul scratch)."""
+def _pool_concat_kernel(
+    x_ptr,  # [B, N, D] contiguous (strides N*D, D, 1), fp32, bf16 or fp16: the rows
+    y_ptr,  # [B, M, D] contiguous, x's dtype: the sequence pooled
+    ym_ptr,  # [B, M] contiguous, any dtype (nonzero = a valid row): y's mask
+    pw_ptr,  # [D] fp32: the pooling weight
+    w_ptr,  # [2, D, D] contiguous, x's dtype: the dense weight's two [in, out] blocks (x, pooled)
+    bias_ptr,  # [D] fp32: the dense bias
+    out_ptr,  # [B, N, D] contiguous, x's dtype
+    s,  # [programs, BN, D] contiguous, fp32: each program's scratch of staged matmuls (STAGE); unused otherwise
+    N, M,  # rows of x and of y
+    D: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr, STAGE: tl.constexpr,
+):
+    """out = [x, pooled(y)] @ W + bias for the program's BN rows of x (grid: (row blocks, B))."""
     b = tl.program_id(1).to(tl.int64)
     s += (b * tl.num_programs(0) + tl.program_id(0)) * BN * D
     y_ptr += b * M * D
@@ -207,8 +253,35 @@ def _pool_concat_kernel(x_ptr, y_ptr, ym_ptr, pw_ptr, w_ptr, bias_ptr, out_ptr, 
     store_rows(out_ptr + b * N * D, rows, N, out, D)
 
 
+def pack_pool_concat(pool: PoolConcat, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """A PoolConcat's weights for `pool_concat`: its fp32 pooling weight [D], its dense weight as two
+    [in, out] blocks [2, D, D] in `dtype`, its fp32 dense bias [D]."""
+    d = pool.pool_weight.shape[0]
+    return (pool.pool_weight.detach().float(), linear_t(pool.dense, dtype).reshape(2, d, d),
+            pool.dense.bias.detach().float())
+
+
+def pool_concat(x: torch.Tensor, y: torch.Tensor, y_mask: torch.Tensor, weights: tuple[torch.Tensor, ...],
+                settings: Settings | None = None) -> torch.Tensor:
+    """`PoolConcat.forward(x, y, y_mask)` in one launch: [x, pooled(y)] @ W + bias for x [B, N, D] and
+    the query y [B, M, D] (fp32, bf16 or fp16) pooled under its mask (nonzero at valid rows), `weights`
+    as `pack_pool_concat` gives them for x's dtype. `settings`: `calculate_settings("pool_concat", ...)`'s
+    (default: IEEE dots, default blocks)."""
+    b, n, d = x.shape
+    m = y.shape[1]
+    settings = settings or calculate_settings("pool_concat", x.dtype, "ieee", d)
+    pool_weight, w, bias = (t.contiguous() for t in weights)
+    x, y, y_mask = x.contiguous(), y.contiguous(), y_mask.contiguous()
+    out = torch.empty_like(x)
+    bn = settings.row_block(n)
+    grid = (triton.cdiv(n, bn), b)
+    _pool_concat_kernel[grid](x, y, y_mask, pool_weight, w, bias, out, scratch(settings.stage, grid[0] * b, bn, d, x),
+                              n, m, d, bn, settings.key_block(m), settings.dot, settings.stage, **settings.launch)
+    return out
+
+
 class FusedPoolConcat(nn.Module):
-    """Drop-in for a `PoolConcat` (inference only): same forward, its own parameters.
+    """Drop-in for a `PoolConcat` (inference only): same forward (`pool_concat`), its own parameters.
 
     block_rows caps the rows a program owns and block_words the words of one pooling step, stage
     asks for staged weight matmuls, num_warps the warps: what to ask
@@ -222,12 +295,7 @@ class FusedPoolConcat(nn.Module):
         self.pool = pool
         self.precision = dot_precision(allow_tf32)
         self.block_rows, self.block_words, self.stage, self.num_warps = block_rows, block_words, stage, num_warps
-        self.packed = PackedWeights(pool, self._pack)
-
-    def _pack(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-        d = self.pool.pool_weight.shape[0]
-        return (self.pool.pool_weight.detach().float(), linear_t(self.pool.dense, dtype).reshape(2, d, d),
-                self.pool.dense.bias.detach().float())
+        self.packed = PackedWeights(pool, functools.partial(pack_pool_concat, pool))
 
     def settings(self, dtype: torch.dtype) -> Settings:
         """The launch settings for `dtype` inputs."""
@@ -236,15 +304,4 @@ class FusedPoolConcat(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, y_mask: torch.Tensor) -> torch.Tensor:
         """[x, pooled(y)] @ W + bias for x [B, N, D] and the masked query y [B, M, D], as the reference."""
-        b, n, d = x.shape
-        m = y.shape[1]
-        pool_weight, weights, bias = self.packed.get(x.dtype)
-        x, y, y_mask = x.contiguous(), y.contiguous(), y_mask.contiguous()
-        out = torch.empty_like(x)
-        settings = self.settings(x.dtype)
-        bn = settings.row_block(n)
-        grid = (triton.cdiv(n, bn), b)
-        stage = settings.stage
-        _pool_concat_kernel[grid](x, y, y_mask, pool_weight, weights, bias, out, scratch(stage, grid[0] * b, bn, d, x),
-                                  n, m, d, bn, settings.key_block(m), settings.dot, stage, **settings.launch)
-        return out
+        return pool_concat(x, y, y_mask, self.packed.get(x.dtype), self.settings(x.dtype))

@@ -9,6 +9,7 @@ when several row blocks would each redo that, a small LN+projection kernel write
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -22,6 +23,7 @@ from .common import (
     PackedWeights,
     cast,
     check_dim,
+    check_mode,
     device_fn,
     dot_precision,
     layer_norm,
@@ -37,7 +39,7 @@ from .common import (
 )
 from .settings import Settings, calculate_settings
 
-# The packed [16, D, D] weights ([in, out] each), by the SGPALayer linear each row holds; `_pack`
+# The packed [16, D, D] weights ([in, out] each), by the SGPALayer linear each row holds; `pack_sgpa`
 # writes them in this order and the kernels' row numbers below are read from it ...
 WEIGHT_ROWS = ("attention.query", "attention.f_key", "attention.f_value", "attention.t_key", "attention.t_value",
                "attention.s_dense", "attention.x_dense", "attention.s_gate", "attention.x_gate",
@@ -105,14 +107,25 @@ def _attend(q, row_ok, src_ptr, kv_ptr, kmask_ptr, L, w, v, s, KW: tl.constexpr,
 
 
 @triton.jit
-def _sgpa_kernel(x_ptr, y_ptr, xm_ptr, ym_ptr, kvx_ptr, kvy_ptr, w, v, out_ptr, s, N, M, D: tl.constexpr,
-                 HS: tl.constexpr, H: tl.constexpr, BN: tl.constexpr, BKX: tl.constexpr, BKY: tl.constexpr,
-                 SR: tl.constexpr, PRE: tl.constexpr, PREC: tl.constexpr, STAGE: tl.constexpr, EPS: tl.constexpr,
-                 SCALE: tl.constexpr):
-    """out[b, rows] = SGPALayer(x, y, x_mask, y_mask)[b, rows] for the program's BN rows.
-
-    w, v: packed weights and vectors; s: [programs, SR, D] scratch of staged matmuls.
-    """
+def _sgpa_kernel(
+    x_ptr,  # [B, N, D] contiguous (strides N*D, D, 1), x's dtype (fp32, bf16 or fp16): the rows updated
+    y_ptr,  # [B, M, D] contiguous, x's dtype: the sequence x attends to besides itself
+    xm_ptr,  # [B, N] contiguous, any dtype (nonzero = a valid row): x's mask
+    ym_ptr,  # [B, M] contiguous, any dtype: y's mask
+    kvx_ptr,  # [B, N, 2D] contiguous, x's dtype: each row's projected [key | value] of x (PRE); unused otherwise
+    kvy_ptr,  # [B, M, 2D] contiguous, x's dtype: the same of y (PRE); unused otherwise
+    w,  # [16, D, D] contiguous, x's dtype: the packed weights in WEIGHT_ROWS order, each [in, out]
+    v,  # [20, D] contiguous, fp32: the packed vectors in VECTOR_ROWS order
+    out_ptr,  # [B, N, D] contiguous, x's dtype: the updated rows
+    s,  # [programs, SR, D] contiguous, fp32: each program's scratch of staged matmuls (STAGE); unused otherwise
+    N, M,  # rows of x and of y
+    D: tl.constexpr, HS: tl.constexpr, H: tl.constexpr,  # dim, head size, heads
+    BN: tl.constexpr, BKX: tl.constexpr, BKY: tl.constexpr,  # the program's rows, key blocks over x and y
+    SR: tl.constexpr, PRE: tl.constexpr, PREC: tl.constexpr, STAGE: tl.constexpr, EPS: tl.constexpr,
+    SCALE: tl.constexpr,
+):
+    """out[b, rows] = SGPALayer(x, y, x_mask, y_mask)[b, rows] for the program's BN rows (grid:
+    (row blocks, B))."""
     b = tl.program_id(1).to(tl.int64)
     s += (b * tl.num_programs(0) + tl.program_id(0)) * SR * D
     rows = tl.program_id(0) * BN + tl.arange(0, BN)
@@ -148,9 +161,18 @@ def _sgpa_kernel(x_ptr, y_ptr, xm_ptr, ym_ptr, kvx_ptr, kvy_ptr, w, v, out_ptr, 
 
 
 @triton.jit
-def _ln_kv_kernel(x_ptr, w, v, kv_ptr, s, L, KW: tl.constexpr, LN: tl.constexpr, D: tl.constexpr, BR: tl.constexpr,
-                  PREC: tl.constexpr, STAGE: tl.constexpr, EPS: tl.constexpr):
-    """kv[b, rows] = [LN(x) @ W[KW] + bias, LN(x) @ W[KW+1] + bias] for a block of rows."""
+def _ln_kv_kernel(
+    x_ptr,  # [B, L, D] contiguous, fp32, bf16 or fp16: the rows to project
+    w,  # [16, D, D] contiguous, x's dtype: the packed weights (WEIGHT_ROWS), each [in, out]
+    v,  # [20, D] contiguous, fp32: the packed vectors (VECTOR_ROWS)
+    kv_ptr,  # [B, L, 2D] contiguous, x's dtype: each row's [key | value]
+    s,  # [programs, BR, D] contiguous, fp32: each program's scratch of staged matmuls (STAGE); unused otherwise
+    L,  # rows of x
+    KW: tl.constexpr, LN: tl.constexpr,  # the key weight's row (the value's is KW + 1), the norm's vector row
+    D: tl.constexpr, BR: tl.constexpr, PREC: tl.constexpr, STAGE: tl.constexpr, EPS: tl.constexpr,
+):
+    """kv[b, rows] = [LN(x) @ W[KW] + bias, LN(x) @ W[KW+1] + bias] for a block of rows (grid: (row
+    blocks, B))."""
     b = tl.program_id(1).to(tl.int64)
     s += (b * tl.num_programs(0) + tl.program_id(0)) * BR * D
     rows = tl.program_id(0) * BR + tl.arange(0, BR)
@@ -162,70 +184,84 @@ def _ln_kv_kernel(x_ptr, w, v, kv_ptr, s, L, KW: tl.constexpr, LN: tl.constexpr,
         tl.store(out + j * D, cast(proj, kv_ptr.dtype.element_ty), mask=(rows < L)[:, None])
 
 
+def pack_sgpa(layer: SGPALayer, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's weights for `sgpa`: its 16 dense weights ([in, out], in `dtype`) in the order of
+    WEIGHT_ROWS and its fp32 vectors in the order of VECTOR_ROWS."""
+    weights = torch.stack([linear_t(layer.get_submodule(name), dtype) for name in WEIGHT_ROWS])
+    return weights, torch.stack([layer.get_parameter(name).detach().float() for name in VECTOR_ROWS])
+
+
+def sgpa(x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor,
+         weights: tuple[torch.Tensor, torch.Tensor], num_heads: int, eps: float, settings: Settings | None = None,
+         kv: str = "auto") -> torch.Tensor:
+    """`SGPALayer.forward(x, y, x_mask, y_mask)` in one launch (three when keys and values are
+    projected apart): x [B, N, D] updated with itself and y [B, M, D] (fp32, bf16 or fp16), the masks
+    [B, N] and [B, M] nonzero at valid rows, `weights` as `pack_sgpa` gives them for x's dtype, `eps` the
+    layer norms'. `settings`: `calculate_settings("sgpa", ...)`'s (default: IEEE dots, default
+    blocks); kv: "auto" projects keys and values inside the attention kernel when one row block
+    covers x and in a separate launch otherwise, "inline" / "pre" force one way."""
+    check_mode("kv", kv)
+    b, n, d = x.shape
+    m = y.shape[1]
+    settings = settings or calculate_settings("sgpa", x.dtype, "ieee", d)
+    w, v = (t.contiguous() for t in weights)
+    x, y, x_mask, y_mask = x.contiguous(), y.contiguous(), x_mask.contiguous(), y_mask.contiguous()
+    bn, bkx, bky = settings.row_block(n), settings.key_block(n), settings.key_block(m)
+    grid = (triton.cdiv(n, bn), b)
+    pre = kv == "pre" or (kv == "auto" and grid[0] > 1)
+    if pre:
+        kvx = _project_kv(x, w, v, settings, W_FK.value, V_N1.value, eps)
+        kvy = _project_kv(y, w, v, settings, W_TK.value, V_NT.value, eps)
+    else:
+        kvx, kvy = x, y  # unused
+    rows = bn if pre else max(bn, bkx, bky)  # inline K/V projections stage key blocks too
+    out = torch.empty_like(x)
+    hs = d // num_heads
+    _sgpa_kernel[grid](x, y, x_mask, y_mask, kvx, kvy, w, v, out, scratch(settings.stage, grid[0] * b, rows, d, x),
+                       n, m, d, hs, num_heads, bn, bkx, bky, rows, pre, settings.dot, settings.stage, eps,
+                       1.0 / math.sqrt(hs), **settings.launch)
+    return out
+
+
+def _project_kv(x: torch.Tensor, w: torch.Tensor, v: torch.Tensor, settings: Settings, kw: int, ln: int,
+                eps: float) -> torch.Tensor:
+    """Each row's [key | value] of x [B, L, D] (`_ln_kv_kernel`)."""
+    b, n, d = x.shape
+    kv = torch.empty(b, n, 2 * d, device=x.device, dtype=x.dtype)
+    br = settings.row_block(n)
+    grid = (triton.cdiv(n, br), b)
+    _ln_kv_kernel[grid](x, w, v, kv, scratch(settings.stage, grid[0] * b, br, d, x), n, kw, ln, d, br, settings.dot,
+                        settings.stage, eps, **settings.launch)
+    return kv
+
+
 class FusedSGPALayer(nn.Module):
-    """Drop-in for an `SGPALayer` (inference only): same forward, the layer's own parameters.
+    """Drop-in for an `SGPALayer` (inference only): same forward (`sgpa`), the layer's own parameters.
 
     block_rows / block_keys cap the query-row and key blocks, stage asks for staged weight matmuls
     (`kernels.common.matmul`), num_warps the warps: what to ask `kernels.settings.calculate_settings`
-    for (None: its default). kv: "auto" projects keys/values inside the attention kernel when one
-    row block covers the sequence and in a separate launch otherwise; "inline" / "pre" force one way.
+    for (None: its default). kv: as `sgpa`'s.
     """
 
     def __init__(self, layer: SGPALayer, allow_tf32: bool = False, block_rows: int | None = None,
                  block_keys: int | None = None, kv: str = "auto", stage: bool | None = None,
                  num_warps: int | None = None):
         super().__init__()
-        if kv not in ("auto", "inline", "pre"):
-            raise ValueError(f"kv must be auto, inline or pre, got {kv!r}")
+        check_mode("kv", kv)
         dim, self.num_heads = layer.dense_1.in_features, layer.attention.num_heads
         check_dim(dim, dim // self.num_heads)
         self.layer = layer
         self.precision = dot_precision(allow_tf32)
         self.block_rows, self.block_keys, self.kv, self.stage = block_rows, block_keys, kv, stage
         self.num_warps = num_warps
-        self.packed = PackedWeights(layer, self._pack)
-
-    def _pack(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """The layer's weights and vectors stacked in the order of WEIGHT_ROWS and VECTOR_ROWS."""
-        layer = self.layer
-        weights = torch.stack([linear_t(layer.get_submodule(name), dtype) for name in WEIGHT_ROWS])
-        return weights, torch.stack([layer.get_parameter(name).detach().float() for name in VECTOR_ROWS])
+        self.packed = PackedWeights(layer, functools.partial(pack_sgpa, layer))
 
     def settings(self, dtype: torch.dtype) -> Settings:
         """The launch settings for `dtype` inputs."""
         return calculate_settings("sgpa", dtype, self.precision, self.layer.dense_1.in_features, self.block_rows,
                                   self.block_keys, self.stage, self.num_warps)
 
-    def _project_kv(self, x: torch.Tensor, weights, vectors, settings: Settings, kw: int, ln: int) -> torch.Tensor:
-        b, n, d = x.shape
-        kv = torch.empty(b, n, 2 * d, device=x.device, dtype=x.dtype)
-        br = settings.row_block(n)
-        grid = (triton.cdiv(n, br), b)
-        _ln_kv_kernel[grid](x, weights, vectors, kv, scratch(settings.stage, grid[0] * b, br, d, x), n, kw, ln, d, br,
-                            settings.dot, settings.stage, self.layer.norm_1.eps, **settings.launch)
-        return kv
-
     def forward(self, x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.Tensor) -> torch.Tensor:
         """Update `x` ([B, N, D]) with itself and with `y` ([B, M, D]), as SGPALayer.forward."""
-        b, n, d = x.shape
-        m = y.shape[1]
-        weights, vectors = self.packed.get(x.dtype)
-        x, y, x_mask, y_mask = x.contiguous(), y.contiguous(), x_mask.contiguous(), y_mask.contiguous()
-        settings = self.settings(x.dtype)
-        stage = settings.stage
-        bn, bkx, bky = settings.row_block(n), settings.key_block(n), settings.key_block(m)
-        grid = (triton.cdiv(n, bn), b)
-        pre = self.kv == "pre" or (self.kv == "auto" and grid[0] > 1)
-        if pre:
-            kvx = self._project_kv(x, weights, vectors, settings, W_FK.value, V_N1.value)
-            kvy = self._project_kv(y, weights, vectors, settings, W_TK.value, V_NT.value)
-        else:
-            kvx, kvy = x, y  # unused
-        rows = bn if pre else max(bn, bkx, bky)  # inline K/V projections stage key blocks too
-        out = torch.empty_like(x)
-        hs = d // self.num_heads
-        _sgpa_kernel[grid](x, y, x_mask, y_mask, kvx, kvy, weights, vectors, out,
-                           scratch(stage, grid[0] * b, rows, d, x), n, m, d, hs, self.num_heads, bn, bkx, bky, rows,
-                           pre, settings.dot, stage, self.layer.norm_1.eps, 1.0 / math.sqrt(hs),
-                           **settings.launch)
-        return out
+        return sgpa(x, y, x_mask, y_mask, self.packed.get(x.dtype), self.num_heads, self.layer.norm_1.eps,
+                    self.settings(x.dtype), self.kv)

@@ -23,8 +23,17 @@ def _masked_softmax(logits, ok, in_range):
 
 
 @triton.jit
-def _decode_span_kernel(start_ptr, end_ptr, mask_ptr, start_index_ptr, end_index_ptr, score_ptr, N,
-                        BLOCK: tl.constexpr):
+def _decode_span_kernel(
+    start_ptr,  # [B, N] contiguous (strides N, 1), fp32, bf16 or fp16: the start logits
+    end_ptr,  # [B, N] contiguous, the start logits' dtype: the end logits
+    mask_ptr,  # [B, N] contiguous, any dtype (nonzero = a valid clip)
+    start_index_ptr,  # [B] int64: each sample's start index
+    end_index_ptr,  # [B] int64: its end index
+    score_ptr,  # [B] the logits' dtype: p_start(start) * p_end(end)
+    N,  # clips of a row
+    BLOCK: tl.constexpr,  # a power of two >= N: one program holds a whole row
+):
+    """One sample's span (grid: (B,))."""
     b = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     in_range = cols < N

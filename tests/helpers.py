@@ -155,3 +155,7 @@ class GroundOnlyEngine:
 
     def run_prepared(self, items):
         return self.ground(items)
+
+
+class Text(str):
+    """A str subclass, as a caller's own string type."""

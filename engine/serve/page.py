@@ -15,7 +15,6 @@ token (an HMAC of its name under the key), since a browser's player cannot send 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -32,6 +31,7 @@ from reference.errors import SeqPANError
 from ..data.dataset import read_durations
 from ..data.features import open_feature_file
 from ..errors import RequestError
+from ..prepare import with_video_features
 from ..wire import parse_json
 from ..requests import GroundingRequest, GroundingResult
 from .guards import BodyBudget, Refusal, check_bearer, read_body
@@ -87,8 +87,7 @@ class Page:
         await asyncio.wrap_future(job.finished)  # no thread waits for an extraction
         if job.error is not None:
             return GroundingResult(request.id, error=job.error)
-        return dataclasses.replace(request, features=job.features, video=None,
-                                   duration=job.duration if request.duration is None else request.duration)
+        return with_video_features(request, job.features, job.duration)
 
     # -- routes ------------------------------------------------------------------------------------
     async def index(self, request: Request) -> Response:

@@ -3,6 +3,7 @@ shares video encodings, and names every bad request."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 
 import numpy as np
@@ -431,3 +432,16 @@ def test_the_engine_hands_its_options_to_each_request_and_the_backend(tmp_path):
     compiled = make_engine(backend="openvino", precision="bf16", backend_options={"threads": 1})
     assert compiled.model.threads == 1
     assert compiled.model.precision == ob_runtime_precision("bf16")
+
+
+def test_issue11_6_non_finite_model_output_is_an_error_not_nan():
+    """Issue #11 (6): NaN weights gave `"score": NaN`; now that request gets an error."""
+    model = type(MODEL)(CFG)
+    model.load_state_dict(MODEL.state_dict())
+    with torch.no_grad():
+        model.predictor.start_dense.bias.fill_(float("nan"))
+    features = np.random.default_rng(0).standard_normal((12, CFG.visual_dim)).astype(np.float32)
+    request = GroundingRequest(features, "person opens the door", 10.0, id="good")
+    result = GroundingEngine(model, WORD_DICT, CHAR_DICT, device="cpu").ground([request])[0]
+    assert result.error is not None and "non-finite" in result.error
+    json.dumps(result.to_json(), allow_nan=False)

@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from kernels.conv_block import FusedConvBlock
+from kernels.conv_block import FusedConvBlock, conv_block, pack_conv_block
+from kernels.settings import calculate_settings
 from reference.config import SeqPANConfig
 from reference.conv_block import ConvBlock
 from reference.precision import PRECISIONS
@@ -71,6 +72,29 @@ def test_tile_too_small_for_halo():
     block = FusedConvBlock(ConvBlock(SeqPANConfig(num_words=4, num_chars=4)), tile_rows=16)
     with pytest.raises(ValueError, match="halo"):
         block(torch.zeros(1, 40, 128, device=DEVICE))
+
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_the_launcher_alone_equals_the_reference(seed):
+    """kernels.conv_block.conv_block called as a function (no module) with pack_conv_block's weights,
+    on a random batch and lengths (one of 1, one full, the rest ragged), with and without a mask:
+    the default settings (one tile), and 32-row tiles (several, overlapping by their halo)."""
+    gen = torch.Generator().manual_seed(seed)
+    cfg = SeqPANConfig(num_words=4, num_chars=4, dim=32, num_heads=2)
+    block = init_like_trained(ConvBlock(cfg), seed).to(DEVICE)
+    lens = random_lengths(int(torch.randint(2, 5, (), generator=gen)), int(torch.randint(33, 90, (), generator=gen)),
+                          gen)
+    x = torch.randn(len(lens), max(lens), 32, generator=gen).to(DEVICE)
+    ragged = ragged_mask(lens, device=DEVICE)
+    with torch.no_grad():
+        for mask in (None, ragged):
+            expected = copy.deepcopy(block).double()(x.double(), mask)
+            for settings in (None, calculate_settings("conv_block", torch.float32, "ieee", 32, rows=32)):
+                out = conv_block(x, mask, pack_conv_block(block, torch.float32), block.norms[0].eps, settings)
+                assert out.shape == x.shape
+                assert_samples_close(out, expected, PRECISIONS["fp32"].tolerance, ragged,
+                                     f"mask {mask is not None}, settings {settings}")
 
 
 @pytest.mark.cuda

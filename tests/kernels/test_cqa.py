@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from kernels.cqa import FusedCQA, FusedPoolConcat
+from kernels.cqa import FusedCQA, FusedPoolConcat, cqa, pack_cqa, pack_pool_concat, pool_concat
+from kernels.settings import calculate_settings
 from reference.config import SeqPANConfig
 from reference.cqa import ContextQueryAttention, PoolConcat
 from reference.precision import PRECISIONS
@@ -122,6 +123,36 @@ def test_pool_concat_small_dims(dim):
     """Dim 16 is narrower than a staged matmul's K chunk: the chunk must shrink to it."""
     check_pool_concat([19, 4], [3, 7], dim=dim, seed=2)  # IEEE fp32 always stages
     check_pool_concat([19, 4], [3, 7], "bf16", dim=dim, seed=2, stage=True)
+
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_the_launchers_alone_equal_the_reference(seed):
+    """kernels.cqa.cqa and pool_concat called as functions (no module) with their pack functions'
+    weights, on a random batch and lengths (one of 1, one full, the rest ragged): the default settings,
+    and 16-row blocks (several row and word blocks, T computed apart)."""
+    gen = torch.Generator().manual_seed(seed)
+    batch = int(torch.randint(2, 5, (), generator=gen))
+    v_lens = random_lengths(batch, int(torch.randint(17, 60, (), generator=gen)), gen)
+    q_lens = random_lengths(batch, int(torch.randint(2, 40, (), generator=gen)), gen)
+    attention = init_like_trained(ContextQueryAttention(config(32)), seed).to(DEVICE)
+    pool = init_like_trained(PoolConcat(config(32)), seed).to(DEVICE)
+    v, q, v_mask, q_mask = inputs(v_lens, q_lens, 32, torch.float32, seed)
+    tolerance = PRECISIONS["fp32"].tolerance
+    with torch.no_grad():
+        ref_out, ref_score = copy.deepcopy(attention).double()(v.double(), q.double(), v_mask, q_mask)
+        ref_pooled = copy.deepcopy(pool).double()(v.double(), q.double(), q_mask)
+        for kernel in ("cqa", "pool_concat"):
+            for settings in (None, calculate_settings(kernel, torch.float32, "ieee", 32, rows=16, keys=16)):
+                if kernel == "cqa":
+                    out, score = cqa(v, q, v_mask, q_mask, pack_cqa(attention, torch.float32), settings)
+                    assert score.shape == (batch, max(v_lens), max(q_lens))
+                    assert_samples_close(score, ref_score, tolerance, v_mask, f"similarity, settings {settings}")
+                    assert_samples_close(out, ref_out, tolerance, v_mask, f"cqa, settings {settings}")
+                else:
+                    out = pool_concat(v, q, q_mask, pack_pool_concat(pool, torch.float32), settings)
+                    assert_samples_close(out, ref_pooled, tolerance, v_mask, f"pool_concat, settings {settings}")
+                assert out.shape == v.shape
 
 
 @pytest.mark.cuda

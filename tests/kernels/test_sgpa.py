@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from kernels.sgpa import FusedSGPALayer
+from kernels.sgpa import FusedSGPALayer, pack_sgpa, sgpa
+from kernels.settings import calculate_settings
 from reference.config import SeqPANConfig
 from reference.ops import relative_error
 from reference.precision import PRECISIONS
@@ -101,6 +102,28 @@ def test_weights_follow_the_layer():
 def test_rejects_unsupported_dims():
     with pytest.raises(ValueError, match="power-of-two"):
         FusedSGPALayer(make_layer(dim=48, heads=3))
+
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_the_launcher_alone_equals_the_reference(seed):
+    """kernels.sgpa.sgpa called as a function (no module) with pack_sgpa's weights, on a random batch and
+    lengths (one of 1, one full, the rest ragged): the default settings, and 16-row blocks (several row
+    and key blocks, K/V projected apart)."""
+    gen = torch.Generator().manual_seed(seed)
+    layer = make_layer(dim=32, heads=2, seed=seed)
+    batch = int(torch.randint(2, 5, (), generator=gen))
+    v_lens = random_lengths(batch, int(torch.randint(17, 60, (), generator=gen)), gen)
+    q_lens = random_lengths(batch, int(torch.randint(2, 20, (), generator=gen)), gen)
+    x = torch.randn(batch, max(v_lens), 32, generator=gen).to(DEVICE)
+    y = torch.randn(batch, max(q_lens), 32, generator=gen).to(DEVICE)
+    x_mask, y_mask = ragged_mask(v_lens, device=DEVICE), ragged_mask(q_lens, device=DEVICE)
+    with torch.no_grad():
+        expected = copy.deepcopy(layer).double()(x.double(), y.double(), x_mask, y_mask)
+        for settings in (None, calculate_settings("sgpa", torch.float32, "ieee", 32, rows=16, keys=16)):
+            out = sgpa(x, y, x_mask, y_mask, pack_sgpa(layer, torch.float32), 2, layer.norm_1.eps, settings)
+            assert out.shape == x.shape
+            assert_samples_close(out, expected, PRECISIONS["fp32"].tolerance, x_mask, f"settings {settings}")
 
 
 @pytest.mark.cuda

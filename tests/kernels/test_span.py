@@ -6,7 +6,7 @@ import torch
 
 from kernels.span import decode_span
 from reference.localizer import decode_span as reference_decode_span
-from reference.testing import ragged_mask
+from reference.testing import ragged_mask, random_lengths
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -45,6 +45,14 @@ def test_peaked_logits_and_ties():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_logits(dtype):
     check([64, 17, 2], seed=3, dtype=dtype)
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_random_lengths(seed):
+    """A random batch and lengths (one of 1, one full, the rest ragged)."""
+    gen = torch.Generator().manual_seed(seed)
+    check(random_lengths(int(torch.randint(2, 9, (), generator=gen)), int(torch.randint(2, 300, (), generator=gen)),
+                         gen), seed)
 
 
 @pytest.mark.cuda

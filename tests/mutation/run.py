@@ -32,15 +32,15 @@ GROUPS = {
                     ["tests/reference/test_properties.py", "tests/engine/test_spans.py", "tests/kernels/test_span.py"]),
     "batcher": ("engine/batcher.py", "engine.batcher.*", ["tests/engine/test_batcher.py"]),
     "prepare": ("engine/prepare.py", "engine.prepare.*",
-                ["tests/engine/test_requests.py", "tests/engine/cli/test_ground.py"]),
+                ["tests/engine/test_prepare.py", "tests/engine/cli/test_ground.py"]),
     "wire": ("engine/wire.py", "engine.wire.*",
-                 ["tests/engine/test_requests.py", "tests/engine/cli/test_ground.py",
+                 ["tests/engine/test_wire.py", "tests/engine/cli/test_ground.py",
                   "tests/engine/test_fuzz.py::test_fuzz_request_from_json_gives_a_request_or_a_request_error"]),
     "engine": ("engine/engine.py", "engine.engine.*", ["tests/engine/test_engine.py", "tests/engine/test_engine_top_k.py"]),
     "text": ("engine/data/text.py", "engine.data.text.*", ["tests/engine/data/test_text.py"]),
     "features": ("engine/data/features.py", "engine.data.features.*",
                  ["tests/engine/data/test_features.py", "tests/engine/data/test_fuzz_features.py",
-                  "tests/engine/data/test_labels.py", "tests/engine/test_requests.py"]),
+                  "tests/engine/data/test_labels.py", "tests/engine/test_prepare.py"]),
 }
 # code traced into the compiled models, whose mutants must compile their own (no shared model cache)
 COMPILED_CODE = ("reference/", "engine/compile/")

@@ -195,7 +195,8 @@ def measure(server: str, checkpoint: Path, features_root: Path, objects: list[di
             batches, queries = after[1] - before[1], sum(c[2] for c in calls if c[3] == 200)
             single = not server.startswith("ray")  # Ray's replicas run in processes of their own
             row.update(server=server, clients=clients, queries_per_body=per_body,
-                       mean_batch=(after[0] - before[0]) / batches if batches else None,
+                       mean_batch=(after[0] - before[0]) / batches if single and batches else None,  # a
+                       # scrape through Ray's proxy reaches one replica or the other
                        server_cpu_ms_per_query=server_cpu / queries * 1e3 if single and queries else None,
                        client_cpu_ms_per_query=client_cpu / queries * 1e3 if queries else None,
                        server_rss_mib=rss_mib(proc.proc.pid) if single else None)

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {"batch": size, "calls": len(batches),
                "videos_per_call": statistics.mean(len({r.features for r in b}) for b in batches)}
         answers = {}
-        for label, video_cache in (("video cache off", 0), ("video cache warm", 256)):
+        for label, video_cache in (("video cache off", 0), ("video cache warm", 4096)):
             engine = GroundingEngine.from_checkpoint(args.checkpoint, device="cpu", max_batch=64, features_root=root,
                                                      video_cache=video_cache)
             engine.warm_up()

@@ -47,7 +47,8 @@ class GroundingEngine:
     dropped), so a repeated query skips tokenizing and the query encoder; a `.npy` file's features
     are kept under the file's identity (`feature_cache` files; a changed file is read again), and a
     video's encoding under its file's identity or its features' SHA-256 (`video_cache` videos), so
-    a query on a recently seen video skips the video encoder. Each stage runs every item alone, so
+    a query on a recently seen video skips the video encoder; each of these two holds at most
+    `cache_bytes` (256 MiB) of tensors. Each stage runs every item alone, so
     a kept result is bitwise the one it would compute again.
 
     On CPU it runs fp32 by default on the openvino backend (every stage compiled by OpenVINO; the
@@ -66,7 +67,7 @@ class GroundingEngine:
                  video_source: Callable[[str | Path], tuple[np.ndarray, float]] | None = None,
                  features_root: str | Path | None = None, allow_feature_paths: bool = True,
                  limits: Limits | None = None, backend_options: dict | None = None, query_cache: int = 4096,
-                 feature_cache: int = 256, video_cache: int = 256):
+                 feature_cache: int = 4096, video_cache: int = 4096, cache_bytes: int = 256 << 20):
         if precision not in PRECISIONS:
             raise BackendError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         check_positive_int("max_batch", max_batch)
@@ -94,8 +95,9 @@ class GroundingEngine:
                                                                           self.backend_name), graphs)
         self.tokens: LRU[str, QueryTokens] = LRU(query_cache)
         self.encoded_queries: LRU[str, torch.Tensor] = LRU(query_cache)
-        self.feature_files: LRU[Hashable, torch.Tensor] = LRU(feature_cache)  # by file identity
-        self.encoded_videos: LRU[Hashable, torch.Tensor] = LRU(video_cache)  # by file identity or content
+        self.feature_files: LRU[Hashable, torch.Tensor] = LRU(feature_cache, cache_bytes, tensor_bytes)  # by file
+        self.encoded_videos: LRU[Hashable, torch.Tensor] = LRU(video_cache, cache_bytes, tensor_bytes)  # identity
+        # or (videos) content
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto",
@@ -261,6 +263,10 @@ class GroundingEngine:
     def _moment(s: int, e: int, score: float, p: Prepared) -> dict:
         t0, t1 = index_to_time(s, e, p.features.shape[0], p.duration)
         return {"start": float(t0), "end": float(t1), "start_index": s, "end_index": e, "score": score}
+
+
+def tensor_bytes(t: torch.Tensor) -> int:
+    return t.element_size() * t.nelement()
 
 
 def content_key(features: torch.Tensor) -> tuple:

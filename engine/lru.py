@@ -3,23 +3,28 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Generic, Hashable, TypeVar
+from typing import Callable, Generic, Hashable, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
 class LRU(Generic[K, V]):
-    """At most `capacity` entries (0 keeps none); `get` marks an entry used, `put` drops the least
-    recently used entries past the capacity."""
+    """At most `capacity` entries (0 keeps none) and, when `max_bytes` is given, at most that many
+    bytes of values as `size` counts them; `get` marks an entry used, `put` drops the least recently
+    used entries past either bound (a value larger than `max_bytes` alone is not kept)."""
 
-    def __init__(self, capacity: int):
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
-            raise ValueError(f"an LRU capacity must be a non-negative integer, got {capacity!r}")
-        self.capacity = capacity
+    def __init__(self, capacity: int, max_bytes: int | None = None, size: Callable[[V], int] | None = None):
+        for name, bound in (("capacity", capacity), ("byte bound", 0 if max_bytes is None else max_bytes)):
+            if isinstance(bound, bool) or not isinstance(bound, int) or bound < 0:
+                raise ValueError(f"an LRU {name} must be a non-negative integer, got {bound!r}")
+        if (max_bytes is None) != (size is None):
+            raise ValueError("an LRU bounded in bytes needs both max_bytes and size")
+        self.capacity, self.max_bytes, self._size = capacity, max_bytes, size
         self._entries: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = self.misses = 0
+        self.bytes = 0  # of the values kept, when bounded in bytes
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -35,10 +40,19 @@ class LRU(Generic[K, V]):
             return value
 
     def put(self, key: K, value: V) -> V:
-        """Keep `value` under `key` (unless the capacity is 0); returns `value`."""
+        """Keep `value` under `key` (unless it cannot fit); returns `value`."""
+        size = self._size(value) if self._size is not None else 0
         with self._lock:
+            self._drop(key)
+            if self.max_bytes is not None and size > self.max_bytes:
+                return value  # it would push out everything and still not fit
             self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+            self.bytes += size
+            while len(self._entries) > self.capacity or (self.max_bytes is not None and self.bytes > self.max_bytes):
+                self._drop(next(iter(self._entries)))
         return value
+
+    def _drop(self, key: K) -> None:
+        value = self._entries.pop(key, None)
+        if value is not None and self._size is not None:
+            self.bytes -= self._size(value)

@@ -92,3 +92,21 @@ def test_a_recent_video_skips_the_video_stage_equal_answers_and_no_leak_between_
     changed = engine.ground([GroundingRequest(str(path), "the door", 20.0)])[0]
     assert calls["video"] == 4
     assert changed.to_json() == plain.ground([GroundingRequest(other, "the door", 20.0)])[0].to_json()
+
+
+def test_the_feature_and_video_caches_are_bounded_in_bytes(tmp_path):
+    """cache_bytes bounds each of the two tensor caches: an encoded video here is [1, 32, 32] float32
+    (4,096 bytes), a file's features [24, 24] (2,304): 10,000 bytes keep two videos and four files."""
+    rng = np.random.default_rng(4)
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"{i}.npy")
+        np.save(paths[-1], rng.standard_normal((24, CFG.visual_dim)).astype(np.float32))
+    engine = GroundingEngine(MODEL, WORD_DICT, CHAR_DICT, device="cpu", backend="reference", cache_bytes=10_000)
+    plain = GroundingEngine(MODEL, WORD_DICT, CHAR_DICT, device="cpu", backend="reference", video_cache=0,
+                            feature_cache=0)
+    requests = [GroundingRequest(str(p), "person opens the door", 20.0) for p in paths]
+    got = [r.to_json() for r in engine.ground(requests)]
+    assert (len(engine.encoded_videos), engine.encoded_videos.bytes) == (2, 2 * 32 * 32 * 4)
+    assert (len(engine.feature_files), engine.feature_files.bytes) == (4, 4 * 24 * 24 * 4)
+    assert got == [r.to_json() for r in plain.ground(requests)]

@@ -23,3 +23,19 @@ def test_capacity_zero_keeps_nothing_and_bad_capacities_are_refused():
     for bad in (-1, 1.5, True, "3"):
         with pytest.raises(ValueError, match="non-negative integer"):
             LRU(bad)
+
+
+def test_a_byte_bound_drops_least_recently_used_values_until_the_rest_fit():
+    lru: LRU[str, bytes] = LRU(10, max_bytes=10, size=len)
+    lru.put("a", b"1234")
+    lru.put("b", b"1234")
+    assert lru.get("a") == b"1234" and lru.bytes == 8  # a used after b
+    lru.put("c", b"12345")  # 13 bytes: b goes first, then a fits with c (9)
+    assert (lru.get("b"), lru.get("a"), lru.bytes, len(lru)) == (None, b"1234", 9, 2)
+    lru.put("a", b"1")  # replacing counts the new value only
+    assert lru.bytes == 6
+    lru.put("huge", b"x" * 11)  # larger than the bound alone: not kept, and nothing else dropped for it
+    assert (lru.get("huge"), lru.bytes, len(lru)) == (None, 6, 2)
+    for bad in ({"max_bytes": -1, "size": len}, {"max_bytes": 1.5, "size": len}, {"max_bytes": 4}, {"size": len}):
+        with pytest.raises(ValueError):
+            LRU(3, **bad)

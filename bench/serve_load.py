@@ -44,7 +44,7 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 LEVELS = ((1, 1), (8, 1), (32, 1), (64, 1), (4, 16))  # (clients, queries per body)
 # name -> `seqpan serve` options (the single server on CPU: one engine thread fewer than the cores)
 SERVERS = {"single": [], "single-2-threads": ["--threads", "2"], "ray-2-replicas": ["--ray", "--replicas", "2"]}
-SERVE_OPTIONS = ["--max-batch", "64", "--max-wait-ms", "2"]
+SERVE_OPTIONS = ["--max-batch", "64"]  # and the default --max-wait-ms 0
 
 
 def demo_requests(data: Path) -> list[dict]:

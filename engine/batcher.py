@@ -37,9 +37,9 @@ class MicroBatcher:
     (`engine.prepare_all`: checks, tokens, features; a refused request is answered at once); the
     worker grounds prepared requests (`engine.run_prepared`). So the host work of the next batch is
     done while the model runs this one. When the worker is free it takes what is ready, up to
-    `max_batch`: at once when nothing else was submitted (a lone request never waits), else once
-    the requests still being prepared are ready too, or the oldest ready one was submitted
-    `max_wait_ms` ago. Under load, batches fill with what arrived while the model ran.
+    `max_batch`, once `max_batch` are ready or the oldest ready one was submitted `max_wait_ms` ago:
+    with the default 0 at once, so a lone request never waits, and under load batches fill with what
+    arrived while the model ran. A body's requests given to `submit_all` are prepared together.
 
     The worker survives everything a request or the engine can do: a cancelled future is skipped
     (until its batch starts), a batch whose run raises is retried in halves so that only a request
@@ -47,7 +47,7 @@ class MicroBatcher:
     (a future's callback included). `on_batch(size)`, when given, is told of every batch run.
     """
 
-    def __init__(self, engine: GroundingEngine, max_batch: int = 64, max_wait_ms: float = 2.0,
+    def __init__(self, engine: GroundingEngine, max_batch: int = 64, max_wait_ms: float = 0.0,
                  max_queue: int = 4096, on_batch: Callable[[int], None] | None = None):
         check_positive_int("max_batch", max_batch)
         check_positive_int("max_queue", max_queue)
@@ -178,16 +178,14 @@ class MicroBatcher:
 
     def _next_batch(self) -> list[_Pending] | None:
         """The next batch to run (None once everything is done): up to max_batch ready requests, taken
-        at once unless more were submitted and are still being prepared; those are waited for until
-        max_batch are ready or the oldest ready one was submitted max_wait ago (or closing)."""
+        when there are max_batch of them, when the oldest was submitted max_wait ago, or when closing."""
         with self._lock:
             while not self._ready:
                 if self._prepared_all:
                     return None
                 self._ready_changed.wait()
             deadline = self._ready[0].submitted + self.max_wait
-            while len(self._ready) < min(self.max_batch, self._waiting) and not self._prepared_all \
-                    and not self._closed.is_set():
+            while len(self._ready) < self.max_batch and not self._prepared_all and not self._closed.is_set():
                 left = deadline - time.perf_counter()
                 if left <= 0:
                     break

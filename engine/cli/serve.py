@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="charades", choices=PRESETS,
                    help="with --videos: the checkpoint's dataset, how its features were extracted (default %(default)s)")
     p.add_argument("--max-batch", type=positive_int, default=64, help="requests per engine batch (default %(default)s)")
-    p.add_argument("--max-wait-ms", type=float, default=2.0,
-                   help="how long the micro-batcher waits to fill a batch (default %(default)s)")
+    p.add_argument("--max-wait-ms", type=float, default=0.0,
+                   help="how long a ready request may wait for company before its batch runs; at 0 the "
+                        "batcher takes what is ready whenever the model is free (default %(default)s)")
     p.add_argument("--max-queue", type=positive_int, default=1024,
                    help="requests waiting per process; more are answered 429 (default %(default)s)")
     p.add_argument("--max-body-mb", type=float, default=16.0,

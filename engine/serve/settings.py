@@ -22,7 +22,7 @@ class ServeSettings:
     precision: str = "auto"
     backend: str = "auto"
     max_batch: int = 64  # requests per engine batch
-    max_wait_ms: float = 2.0  # how long the micro-batcher waits to fill a batch
+    max_wait_ms: float = 0.0  # how long a ready request may wait for company (0: the worker takes what is ready)
     max_queue: int = 1024  # requests waiting in the micro-batcher; more are answered 429
     features_root: str | None = None  # feature paths are read below this folder only; None = no paths
     api_key: str | None = None  # when set, the /v1 routes need `Authorization: Bearer <api_key>`

@@ -234,9 +234,11 @@ def test_3_connections_past_the_cap_are_503_and_idle_ones_do_not_lock_clients_ou
 
 # -- 4. shutdown within its bound, a trickler notwithstanding ----------------------------------
 def test_4_sigterm_with_a_trickling_client_exits_within_the_shutdown_timeout(serve_files, engine):
-    args = ["--checkpoint", str(serve_files[0]), "--port", "0", "--max-wait-ms", "3000", "--shutdown-timeout", "2"]
-    body = {"requests": [{"id": 1, "features": np.ones((6, CFG.visual_dim)).tolist(), "query": "sits on chair",
-                          "duration": 10.0}]}
+    args = ["--checkpoint", str(serve_files[0]), "--port", "0", "--shutdown-timeout", "2"]
+    # a whole request that takes a while to parse and prepare (30,000 clips of JSON numbers, ~6 MB), so
+    # that it is in progress when the signal comes
+    features = np.random.default_rng(4).random((30_000, CFG.visual_dim)).round(5).astype(np.float32)
+    body = {"requests": [{"id": 1, "features": features.tolist(), "query": "sits on chair", "duration": 10.0}]}
     with ServerProcess(args) as server:
         trickler = socket.create_connection(address(server))
         trickler.sendall(b"POST /v1/ground HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{")
@@ -244,7 +246,7 @@ def test_4_sigterm_with_a_trickling_client_exits_within_the_shutdown_timeout(ser
         whole = threading.Thread(target=lambda: answer.setdefault("r", httpx.post(
             f"{server.url}/v1/ground", json=body, timeout=60)), daemon=True)
         whole.start()
-        for _ in range(100):  # until the whole request waits for its batch (3 s)
+        for _ in range(500):  # until the whole request is in progress
             if waiting := "seqpan_ground_in_progress 2.0" in httpx.get(f"{server.url}/metrics").text:
                 break
             time.sleep(0.02)
@@ -258,7 +260,7 @@ def test_4_sigterm_with_a_trickling_client_exits_within_the_shutdown_timeout(ser
         trickler.close()
     assert code == 0 and took < 30  # --shutdown-timeout 2; measured 3-4 s (the trickler alone would last 100 s)
     assert answer["r"].status_code == 200
-    expected = engine.ground([GroundingRequest(np.ones((6, CFG.visual_dim)), "sits on chair", 10.0, id=1)])
+    expected = engine.ground([GroundingRequest(features, "sits on chair", 10.0, id=1)])
     assert_same_answers(answer["r"].json()["results"], [r.to_json() for r in expected])
     assert "Traceback" not in server.stderr
 

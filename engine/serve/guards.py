@@ -16,14 +16,21 @@ class Refusal(Exception):
 
 
 def check_bearer(request: Request, api_key: str | None) -> None:
-    """Refuse (401) unless `Authorization: Bearer <api_key>`; compared in constant time. No key: open."""
+    """Refuse (401) unless the first `Authorization` header is `Bearer <api_key>`: the scheme in any
+    case, one space, the key's UTF-8 bytes (ASCII whitespace around them ignored), compared in
+    constant time. No key: open."""
     if api_key is None:
         return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    # the header's own bytes (Starlette decodes headers as latin-1) against the key's UTF-8
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode("latin-1"), api_key.encode()):
+    # the header's own bytes, as the client sent them (Starlette's text of them is their latin-1 decoding)
+    header = next((value for name, value in request.headers.raw if name == b"authorization"), None)
+    if header is None or not _is_bearer(header, api_key.encode()):
         raise Refusal(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", "unauthorized",
                       {"WWW-Authenticate": "Bearer"})
+
+
+def _is_bearer(header: bytes, key: bytes) -> bool:
+    scheme, _, token = header.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), key)
 
 
 class BodyBudget:
@@ -45,14 +52,12 @@ class BodyClaim:
 
     def grow(self, size: int) -> None:
         """Hold `size` bytes in all (more than now); Refusal (503, Retry-After) when the budget has no room."""
-        extra = size - self.size
-        if extra <= 0:
-            return
+        extra = max(0, size - self.size)
         if self.budget.held + extra > self.budget.capacity:
             raise Refusal(503, "the server is receiving too many bodies at once; retry later", "busy",
                           {"Retry-After": "1"})
         self.budget.held += extra
-        self.size = size
+        self.size += extra
 
     def release(self) -> None:
         self.budget.held -= self.size
@@ -64,7 +69,7 @@ async def read_body(request: Request, limit: int, claim: BodyClaim) -> bytes:
     as soon as `claim` cannot hold it."""
     too_large = Refusal(413, f"body larger than {limit} bytes", "too_large")
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit():
+    if declared is not None and declared.isascii() and declared.isdigit():  # int('²') fails
         if int(declared) > limit:
             raise too_large
         claim.grow(int(declared))

@@ -41,6 +41,8 @@ GROUPS = {
     "features": ("engine/data/features.py", "engine.data.features.*",
                  ["tests/engine/data/test_features.py", "tests/engine/data/test_fuzz_features.py",
                   "tests/engine/data/test_labels.py", "tests/engine/test_requests.py"]),
+    # the server's guards, the disk cache, files and video (issue 28)
+    "guards": ("engine/serve/guards.py", "engine.serve.guards.*", ["tests/engine/serve/test_guards.py"]),
 }
 # code traced into the compiled models, whose mutants must compile their own (no shared model cache)
 COMPILED_CODE = ("reference/", "engine/compile/")

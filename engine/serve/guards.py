@@ -21,11 +21,16 @@ def check_bearer(request: Request, api_key: str | None) -> None:
     constant time. No key: open."""
     if api_key is None:
         return
-    # the header's own bytes, as the client sent them (Starlette's text of them is their latin-1 decoding)
-    header = next((value for name, value in request.headers.raw if name == b"authorization"), None)
+    header = first_header(request, b"authorization")
     if header is None or not _is_bearer(header, api_key.encode()):
         raise Refusal(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", "unauthorized",
                       {"WWW-Authenticate": "Bearer"})
+
+
+def first_header(request: Request, name: bytes) -> bytes | None:
+    """The first value of header `name` (lower case) in the bytes the client sent, or None.
+    (Starlette's text of a header is its latin-1 decoding.)"""
+    return next((value for key, value in request.headers.raw if key == name), None)
 
 
 def _is_bearer(header: bytes, key: bytes) -> bool:
@@ -68,8 +73,8 @@ async def read_body(request: Request, limit: int, claim: BodyClaim) -> bytes:
     """The request body, refused (413) as soon as it is known to exceed `limit` bytes, and (503)
     as soon as `claim` cannot hold it."""
     too_large = Refusal(413, f"body larger than {limit} bytes", "too_large")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit():  # int('²') fails
+    declared = first_header(request, b"content-length")
+    if declared is not None and declared.isdigit():  # ASCII digits only (str.isdigit takes '²', int() not)
         if int(declared) > limit:
             raise too_large
         claim.grow(int(declared))

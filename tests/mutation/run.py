@@ -1,4 +1,5 @@
-"""Mutation testing of the engine core, span decoding, text and features (docs/testing.md).
+"""Mutation testing of the engine core, span decoding, text, features, the server's guards, the disk
+cache and its keys, atomic writes, checkpoints and the video path (docs/testing.md).
 
     .venv/bin/python tests/mutation/run.py              # every group of GROUPS
     .venv/bin/python tests/mutation/run.py text spans   # some of them
@@ -8,7 +9,9 @@ and new, not ignored) into $MUTATION_DIR/<group> (default /tmp/seqpan-mutation),
 tests/mutation/setup.cfg there with the group's module and tests, and runs `mutmut run` in that
 folder: mutmut runs, for each mutant, the group's tests that call the mutated function, fastest
 first, until one fails. The folders are kept (`cd $MUTATION_DIR/<group> && mutmut show NAME` shows a
-mutant). Ends with the score per group (tests/mutation/score.py) and the time each group took.
+mutant; a group's mutants are made afresh each run). Ends with the score per group
+(tests/mutation/score.py) and the time each group took. MUTATION_WORKERS sets mutmut's workers
+(default: one per core).
 """
 from __future__ import annotations
 
@@ -52,11 +55,12 @@ GROUPS = {
                 "engine.compile.openvino_backend.x_runtime_precision_* engine.compile.openvino_backend.x_cpu_name_*",
                 ["tests/engine/compile/test_openvino_keys.py"]),
     "atomic": ("engine/io/atomic.py", "engine.io.atomic.*", ["tests/engine/io/test_atomic.py"]),
-    "checkpoint": ("engine/io/checkpoint.py", "engine.io.checkpoint.*", ["tests/engine/io/test_checkpoint.py"]),
+    "checkpoint": ("engine/io/checkpoint.py", "engine.io.checkpoint.*", ["tests/engine/io/test_checkpoint_checks.py", "tests/engine/io/test_checkpoint.py"]),
     "windows": ("engine/video/windows.py", "engine.video.windows.*", ["tests/engine/video/test_windows.py"]),
     "video": ("engine/video/preprocess.py engine/video/weights.py engine/video/presets.py",
               "engine.video.preprocess.* engine.video.weights.* engine.video.presets.*",
-              ["tests/engine/video/test_frames.py", "tests/engine/video/test_i3d.py"]),
+              ["tests/engine/video/test_frame_prep.py", "tests/engine/video/test_i3d_weights.py",
+               "tests/engine/video/test_i3d.py"]),
 }
 # code traced into the compiled models, whose mutants must compile their own (no shared model cache)
 COMPILED_CODE = ("reference/", "engine/compile/")
@@ -86,6 +90,9 @@ def run_group(name: str, root: Path, workers: int) -> float:
     module, mutants, tests = GROUPS[name]
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
+    # a fresh start: mutmut reuses an earlier run's mutants and its record of which tests call which
+    # function, so that a function added since would have "no tests"
+    shutil.rmtree(folder / "mutants", ignore_errors=True)
     copy_project(folder)
     (folder / "setup.cfg").write_text(group_config(module, tests))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one thread a worker

@@ -47,6 +47,8 @@ GROUPS = {
                   "tests/engine/data/test_labels.py", "tests/engine/test_requests.py"]),
     # the server's guards, the disk cache, files and video (issue 28)
     "guards": ("engine/serve/guards.py", "engine.serve.guards.*", ["tests/engine/serve/test_guards.py"]),
+    "parsing": ("engine/serve/parsing.py", "engine.serve.parsing.*",
+                ["tests/engine/serve/test_parsing.py", "tests/engine/serve/test_fuzz_parsing.py"]),
     "disk_cache": ("engine/compile/disk_cache.py", "engine.compile.disk_cache.*",
                    ["tests/engine/compile/test_disk_cache.py", "tests/engine/compile/test_trt.py"]),
     # only the key and shape logic of the backend: its other code is traced into compiled models

@@ -174,19 +174,39 @@ def test_without_a_bound_nothing_is_removed(tmp_path):
     assert entries(cache) == ["a", "b", "c"]
 
 
-def test_an_entry_removed_by_another_process_while_evicting_is_skipped(tmp_path, monkeypatch):
-    cache = EngineCache(tmp_path, max_bytes=15)
+def two_entries(tmp_path, monkeypatch, listed: list[str]) -> EngineCache:
+    """A cache of entries a (older) and b, 10 bytes each, bounded at 15 bytes from now on, whose
+    folder listing gives `listed` ("a", "b", or another name for a file that is not there)."""
+    cache = EngineCache(tmp_path)
     for i, name in enumerate("ab"):
         cache.store(Key(name, (1,)), b"x" * 10)
         set_used(cache, Key(name, (1,)), 10**18 + i * 10**15)
-    listed = pathlib.Path.glob
+    cache.max_bytes = 15
+    paths = {name: cache.paths(Key(name, (1,)))[0] for name in "ab"}
+    monkeypatch.setattr(pathlib.Path, "glob", lambda self, pattern: [paths.get(n, self / f"{n}.engine") for n in listed])
+    return cache
 
-    def glob_with_a_vanished_entry(self, pattern):
-        return [self / "vanished.engine", *listed(self, pattern)]
 
-    monkeypatch.setattr(pathlib.Path, "glob", glob_with_a_vanished_entry)
+def test_an_entry_removed_by_another_process_before_evicting_is_skipped(tmp_path, monkeypatch):
+    cache = two_entries(tmp_path, monkeypatch, ["vanished", "a", "b"])
     cache.evict(keep=cache.paths(Key("b", (1,)))[0])
     monkeypatch.undo()
+    assert entries(cache) == ["b"]
+
+
+def test_an_entry_removed_by_another_process_while_evicting_is_no_error(tmp_path, monkeypatch):
+    cache = two_entries(tmp_path, monkeypatch, ["a", "a", "b"])  # a counted twice: removed, then gone
+    cache.evict(keep=cache.paths(Key("b", (1,)))[0])
+    monkeypatch.undo()
+    assert entries(cache) == ["b"]
+
+
+def test_an_engine_without_its_sidecar_is_evicted_like_any_other(tmp_path):
+    cache = EngineCache(tmp_path, max_bytes=15)
+    cache.store(Key("a", (1,)), b"x" * 10)
+    set_used(cache, Key("a", (1,)), 10**18)
+    cache.paths(Key("a", (1,)))[1].unlink()
+    cache.store(Key("b", (1,)), b"x" * 10)
     assert entries(cache) == ["b"]
 
 

@@ -189,3 +189,13 @@ def test_a_device_gets_the_whole_output_once_written(tmp_path):
     reader.join(30)
     assert received == [b"\x00all of it\n" * 10_000]
     assert Path(seen[0]).name == "pipe" and Path(seen[0]).parent != tmp_path and not Path(seen[0]).parent.exists()
+
+
+def test_a_failing_writer_that_removed_its_temporary_file_keeps_its_own_error(tmp_path):
+    def fail(tmp):
+        os.unlink(tmp)
+        raise RuntimeError("gave up")
+
+    with pytest.raises(RuntimeError, match="gave up"):
+        write_atomically(tmp_path / "out.txt", fail)
+    assert list(tmp_path.iterdir()) == []

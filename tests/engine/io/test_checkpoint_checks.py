@@ -273,3 +273,31 @@ def test_tensor_data_that_does_not_match_its_header_is_corrupt(tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     assert str(info.value).startswith(f"checkpoint {path}: corrupt tensor data (")
+
+
+def test_weights_are_saved_as_float32_whatever_the_models_dtype(tmp_path):
+    bf16 = random_model(CFG, seed=2, dtype=torch.bfloat16)
+    path = save_checkpoint(tmp_path / "m.safetensors", bf16, WORD_DICT, CHAR_DICT)
+    header, _ = read_header(path.read_bytes())
+    assert {info["dtype"] for name, info in header.items() if name != "__metadata__"} == {"F32"}
+    loaded = load_checkpoint(path).model.predictor.start_dense.bias
+    assert loaded.dtype == torch.float32 and torch.equal(loaded, bf16.predictor.start_dense.bias.float())
+
+
+def test_a_safetensors_file_without_metadata_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    refused(lambda: load_checkpoint(path), f"checkpoint {path}: not a seqpan checkpoint (no metadata)")
+
+
+def test_long_values_are_cut_in_messages():
+    refused(lambda: check_config(config(tau="t" * 50)), f"config tau is out of range: {'t' * 40}")
+    name = "predictor.start_dense.bias"
+    refused(lambda: check_tensors(tensor_header(**{name: {"dtype": "D" * 30, "shape": [1]}}), CFG),
+            f"{name} has dtype {'D' * 20}, expected one of F32, F16, BF16, F64")
+    shape = [1] * 40  # "[1, 1, ..." is 118 characters
+    refused(lambda: check_tensors(tensor_header(**{name: {"dtype": "F32", "shape": shape}}), CFG),
+            f"{name} has shape {str(shape)[:60]}, expected {tuple(MODEL.state_dict()[name].shape)}")
+    gone = sorted(MODEL.state_dict())[:4]
+    refused(lambda: check_tensors(tensor_header(**{k: None for k in gone}, a={}, b={}, c={}, d={}), CFG),
+            f"does not fit the model: missing {gone[:3]}, unexpected ['a', 'b', 'c']")

@@ -301,3 +301,18 @@ def test_long_values_are_cut_in_messages():
     gone = sorted(MODEL.state_dict())[:4]
     refused(lambda: check_tensors(tensor_header(**{k: None for k in gone}, a={}, b={}, c={}, d={}), CFG),
             f"does not fit the model: missing {gone[:3]}, unexpected ['a', 'b', 'c']")
+
+
+def test_load_names_the_field_at_fault_and_warns_of_a_missing_hash(tmp_path, caplog):
+    saved = save_checkpoint(tmp_path / "m.safetensors", MODEL, WORD_DICT, CHAR_DICT)
+    old = rewrite(saved, tmp_path / "old.safetensors")
+    with caplog.at_level("WARNING", logger="seqpan"):
+        assert load_checkpoint(old).word_dict == WORD_DICT
+    assert caplog.messages == [f"seqpan: checkpoint {old} has no content hash (written before seqpan stored one); "
+                               "its integrity is not checked"]
+    bad = rewrite(saved, tmp_path / "c.safetensors", {"char_dict": {**CHAR_DICT, "z": 30}})
+    refused(lambda: load_checkpoint(bad), f"checkpoint {bad}: char_dict['z'] = 30 is not an id in [0, 30)")
+    bad = rewrite(saved, tmp_path / "w.safetensors", {"word_dict": {**WORD_DICT, "z": 40}})
+    refused(lambda: load_checkpoint(bad), f"checkpoint {bad}: word_dict['z'] = 40 is not an id in [0, 40)")
+    bad = rewrite(saved, tmp_path / "e.safetensors", {"extra": [1]})
+    refused(lambda: load_checkpoint(bad), f"checkpoint {bad}: metadata 'extra' is not a JSON object")

@@ -36,6 +36,7 @@ def body_error(body: bytes) -> str:
     (b'{"requests": [] "x": 1}', "body: not valid JSON: expected ',' or '}' at byte 16"),
     (b'{"requests": []', "body: not valid JSON: expected ',' or '}' at byte 15"),
     (b'{"requests": []} x', "body: not valid JSON: extra data after the object at byte 16"),
+    (b'{"requests": []}x', "body: not valid JSON: extra data after the object at byte 16"),
     (b'{"requests": []}{}', "body: not valid JSON: extra data after the object at byte 16"),
     (b"{requests: []}", "body: not valid JSON: expected a quoted key at byte 1"),
     (b'{"requests": [], x: 1}', "body: not valid JSON: expected a quoted key at byte 17"),
@@ -116,3 +117,14 @@ def test_entries_up_to_the_limit_and_not_one_more():
         parse(body, max_entries=3)
     assert str(info.value) == "more than 3 requests in one body; at most 3"
     assert json.loads(body)  # the body itself is valid JSON
+
+
+def test_compact_json_without_spaces():
+    got = parse(b'{"x":1,"requests":[' + ENTRY.replace(b": ", b":").replace(b", ", b",") + b'],"y":{}}')
+    assert len(got) == 1 and isinstance(got[0], GroundingRequest) and got[0].query == "opens the door"
+
+
+def test_entries_are_read_with_the_engines_limits():
+    got = parse(b'{"requests": [' + ENTRY + b"]}", limits=Limits(max_query_chars=5))
+    assert isinstance(got[0], GroundingResult)
+    assert got[0].error == "requests[0]: query has 14 characters, more than the limit of 5"

@@ -17,7 +17,7 @@ class Refusal(Exception):
 
 def check_bearer(request: Request, api_key: str | None) -> None:
     """Refuse (401) unless the first `Authorization` header is `Bearer <api_key>`: the scheme in any
-    case, one space, the key's UTF-8 bytes (ASCII whitespace around them ignored), compared in
+    case, a space, the key's UTF-8 bytes (ASCII whitespace around them ignored), compared in
     constant time. No key: open."""
     if api_key is None:
         return

@@ -53,11 +53,12 @@ GROUPS = {
                    ["tests/engine/compile/test_disk_cache.py", "tests/engine/compile/test_trt.py"]),
     # only the key and shape logic of the backend: its other code is traced into compiled models
     "ov_keys": ("engine/compile/openvino_backend.py",
-                "engine.compile.openvino_backend.xǁStageModelsǁkey__mutmut_* engine.compile.openvino_backend.x_shape_of_* "
-                "engine.compile.openvino_backend.x_runtime_precision_* engine.compile.openvino_backend.x_cpu_name_*",
+                " ".join(f"engine.compile.openvino_backend.x{name}__mutmut_*"
+                         for name in ("ǁStageModelsǁkey", "_shape_of", "_runtime_precision", "_cpu_name")),
                 ["tests/engine/compile/test_openvino_keys.py"]),
     "atomic": ("engine/io/atomic.py", "engine.io.atomic.*", ["tests/engine/io/test_atomic.py"]),
-    "checkpoint": ("engine/io/checkpoint.py", "engine.io.checkpoint.*", ["tests/engine/io/test_checkpoint_checks.py", "tests/engine/io/test_checkpoint.py"]),
+    "checkpoint": ("engine/io/checkpoint.py", "engine.io.checkpoint.*",
+                   ["tests/engine/io/test_checkpoint_checks.py", "tests/engine/io/test_checkpoint.py"]),
     "windows": ("engine/video/windows.py", "engine.video.windows.*", ["tests/engine/video/test_windows.py"]),
     "video": ("engine/video/preprocess.py engine/video/weights.py engine/video/presets.py",
               "engine.video.preprocess.* engine.video.weights.* engine.video.presets.*",

@@ -183,7 +183,8 @@ def two_entries(tmp_path, monkeypatch, listed: list[str]) -> EngineCache:
         set_used(cache, Key(name, (1,)), 10**18 + i * 10**15)
     cache.max_bytes = 15
     paths = {name: cache.paths(Key(name, (1,)))[0] for name in "ab"}
-    monkeypatch.setattr(pathlib.Path, "glob", lambda self, pattern: [paths.get(n, self / f"{n}.engine") for n in listed])
+    monkeypatch.setattr(pathlib.Path, "glob",
+                        lambda self, pattern: [paths.get(n, self / f"{n}.engine") for n in listed])
     return cache
 
 

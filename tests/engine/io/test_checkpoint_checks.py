@@ -81,7 +81,8 @@ def test_the_saved_hash_covers_metadata_and_data(tmp_path):
     assert (meta["format"], json.loads(meta["extra"]), json.loads(meta["word_dict"])) == \
         ("seqpan-checkpoint-v1", {"epoch": 3}, WORD_DICT)
     ckpt = load_checkpoint(path)
-    assert (ckpt.word_dict, ckpt.char_dict, ckpt.extra, ckpt.model.training) == (WORD_DICT, CHAR_DICT, {"epoch": 3}, False)
+    assert (ckpt.word_dict, ckpt.char_dict, ckpt.extra, ckpt.model.training) == \
+        (WORD_DICT, CHAR_DICT, {"epoch": 3}, False)
     assert ckpt.model.cfg == CFG and next(ckpt.model.parameters()).device.type == "cpu"
     assert load_checkpoint(save_checkpoint(tmp_path / "n.safetensors", MODEL, WORD_DICT, CHAR_DICT)).extra == {}
 
@@ -97,7 +98,8 @@ def test_a_changed_hash_is_refused_naming_the_file(tmp_path):
 
 
 def test_a_missing_file_is_named(tmp_path):
-    refused(lambda: load_checkpoint(tmp_path / "none.safetensors"), f"checkpoint not found: {tmp_path / 'none.safetensors'}")
+    refused(lambda: load_checkpoint(tmp_path / "none.safetensors"),
+            f"checkpoint not found: {tmp_path / 'none.safetensors'}")
     refused(lambda: load_checkpoint(tmp_path), f"checkpoint not found: {tmp_path}")
 
 
@@ -146,7 +148,8 @@ def test_dim_heads_and_conv_kernel_bounds():
     assert check_config(config(dim=1, num_heads=1)).dim == 1
     refused(lambda: check_config(config(dim=8193, num_heads=1)), "config dim must be an integer in [1, 8192], got 8193")
     refused(lambda: check_config(config(dim=8, num_heads=0)), "config num_heads must be an integer in [1, 8192], got 0")
-    refused(lambda: check_config(config(dim=6, num_heads=4)), "config is invalid (dim 6 is not a multiple of num_heads 4)")
+    refused(lambda: check_config(config(dim=6, num_heads=4)),
+            "config is invalid (dim 6 is not a multiple of num_heads 4)")
     assert [check_config(config(conv_kernel=k)).conv_kernel for k in (1, 3, 63)] == [1, 3, 63]
     for k in (2, 62):
         refused(lambda: check_config(config(conv_kernel=k)), "config conv_kernel must be odd")
@@ -207,7 +210,8 @@ def test_vocab_ids_lie_in_the_embedding():
 
 
 def tensor_header(**changes) -> dict:
-    header = {k: {"dtype": "F32", "shape": list(v.shape), "data_offsets": [0, 0]} for k, v in MODEL.state_dict().items()}
+    header = {k: {"dtype": "F32", "shape": list(v.shape), "data_offsets": [0, 0]}
+              for k, v in MODEL.state_dict().items()}
     header.update(changes)
     return {k: v for k, v in header.items() if v is not None}
 

@@ -86,7 +86,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], object]) ->
 
 def _create_temp(target: Path) -> tuple[int, str]:
     """A new empty file beside `target`, created with mode 0666 so that the kernel applies the umask."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC  # POSIX, as os.fchmod above
     for _ in range(100):
         tmp = str(target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp")
         try:
@@ -99,7 +99,7 @@ def _create_temp(target: Path) -> tuple[int, str]:
 def _write_stream(target: Path, write: Callable[[str], object]) -> None:
     """Write the whole output to a private temporary file, then copy it into a device or pipe."""
     with tempfile.TemporaryDirectory(prefix="seqpan-out-") as folder:
-        tmp = os.path.join(folder, target.name or "out")
+        tmp = os.path.join(folder, target.name)  # the same name: a writer may choose its format by it
         write(tmp)
         with open(tmp, "rb") as src, open(target, "ab") as dst:
             shutil.copyfileobj(src, dst)

@@ -16,12 +16,13 @@ class Refusal(Exception):
 
 
 def check_bearer(request: Request, api_key: str | None) -> None:
-    """Refuse (401) unless `Authorization: Bearer <api_key>`; compared in constant time. No key: open."""
+    """Refuse (401) unless the first `Authorization` header is `Bearer <api_key>`: the scheme in any
+    case, a space, the key's UTF-8 bytes (ASCII whitespace around them ignored), compared in
+    constant time. No key: open."""
     if api_key is None:
         return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    # the header's own bytes (Starlette decodes headers as latin-1) against the key's UTF-8
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode("latin-1"), api_key.encode()):
+    header = first_header(request, b"authorization")
+    if header is None or not _is_bearer(header, api_key.encode()):
         raise Refusal(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", "unauthorized",
                       {"WWW-Authenticate": "Bearer"})
 
@@ -30,6 +31,17 @@ def check_ready(ready: bool) -> None:
     """Refuse (503, Retry-After) while the model is still loading."""
     if not ready:
         raise Refusal(503, "the model is still loading; retry later", "not_ready", {"Retry-After": "1"})
+
+
+def first_header(request: Request, name: bytes) -> bytes | None:
+    """The first value of header `name` (lower case) in the bytes the client sent, or None.
+    (Starlette's text of a header is its latin-1 decoding.)"""
+    return next((value for key, value in request.headers.raw if key == name), None)
+
+
+def _is_bearer(header: bytes, key: bytes) -> bool:
+    scheme, _, token = header.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), key)
 
 
 class BodyBudget:
@@ -51,14 +63,12 @@ class BodyClaim:
 
     def grow(self, size: int) -> None:
         """Hold `size` bytes in all (more than now); Refusal (503, Retry-After) when the budget has no room."""
-        extra = size - self.size
-        if extra <= 0:
-            return
+        extra = max(0, size - self.size)
         if self.budget.held + extra > self.budget.capacity:
             raise Refusal(503, "the server is receiving too many bodies at once; retry later", "busy",
                           {"Retry-After": "1"})
         self.budget.held += extra
-        self.size = size
+        self.size += extra
 
     def release(self) -> None:
         self.budget.held -= self.size
@@ -69,8 +79,8 @@ async def read_body(request: Request, limit: int, claim: BodyClaim) -> bytes:
     """The request body, refused (413) as soon as it is known to exceed `limit` bytes, and (503)
     as soon as `claim` cannot hold it."""
     too_large = Refusal(413, f"body larger than {limit} bytes", "too_large")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit():
+    declared = first_header(request, b"content-length")
+    if declared is not None and declared.isdigit():  # ASCII digits only (str.isdigit takes '²', int() not)
         if int(declared) > limit:
             raise too_large
         claim.grow(int(declared))

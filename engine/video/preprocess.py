@@ -18,7 +18,7 @@ def resize_frame(rgb: np.ndarray, preset: Preset) -> np.ndarray:
     if not preset.always_resize and short >= preset.short_side:
         return rgb
     scale = 1 + (preset.short_side - short) / short
-    return cv2.resize(rgb, dsize=(0, 0), fx=scale, fy=scale)
+    return cv2.resize(rgb, dsize=None, fx=scale, fy=scale)  # the size from fx and fy
 
 
 def centre_crop(frame: np.ndarray, size: int = CROP) -> np.ndarray:

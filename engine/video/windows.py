@@ -47,10 +47,9 @@ class WindowStream:
 
     def push(self) -> list[Window]:
         self.count += 1
-        local = self.count - self.chunk_start
-        limit = local if self.chunk is None else min(local, self.chunk)
+        local = self.count - self.chunk_start  # at most chunk: a full chunk starts the next one below
         out: list[Window] = []
-        while self.next_full + self.s <= limit - 1:
+        while self.next_full + self.s <= local - 1:
             start = self.chunk_start + self.next_full
             out.append((start, start + self.s))
             self.next_full += self.s
@@ -66,8 +65,8 @@ class WindowStream:
             return [self._tail(t)] if t > 0 else []
         if start > t - 2:  # the original's chunk loop never reached this chunk
             return []
-        if t - start < self.s:  # a short last chunk is the last s frames, windowed on its own
-            return [(t - self.s + a, t - self.s + b) for a, b in clip_windows(self.s, self.s)]
+        if t - start < self.s:  # a short last chunk is the last s frames, windowed on its own: one window
+            return [(t - self.s, t - 1)]
         return [self._tail(t - start)]
 
     def _tail(self, length: int) -> Window:

@@ -1,4 +1,5 @@
-"""Mutation testing of the engine core, span decoding, text and features (docs/testing.md).
+"""Mutation testing of the engine core, span decoding, text, features, the server's guards, the disk
+cache and its keys, atomic writes, checkpoints and the video path (docs/testing.md).
 
     .venv/bin/python tests/mutation/run.py              # every group of GROUPS
     .venv/bin/python tests/mutation/run.py text spans   # some of them
@@ -8,7 +9,9 @@ and new, not ignored) into $MUTATION_DIR/<group> (default /tmp/seqpan-mutation),
 tests/mutation/setup.cfg there with the group's module and tests, and runs `mutmut run` in that
 folder: mutmut runs, for each mutant, the group's tests that call the mutated function, fastest
 first, until one fails. The folders are kept (`cd $MUTATION_DIR/<group> && mutmut show NAME` shows a
-mutant). Ends with the score per group (tests/mutation/score.py) and the time each group took.
+mutant; a group's mutants are made afresh each run). Ends with the score per group
+(tests/mutation/score.py) and the time each group took. MUTATION_WORKERS sets mutmut's workers
+(default: one per core).
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 from score import score_table  # noqa: E402
 
-# group -> (file mutated, mutant names to run, the tests that cover it)
+# group -> (files mutated, mutant names to run, the tests that cover it); several files or name globs
+# are separated by spaces
 GROUPS = {
     "buckets": ("engine/buckets.py", "engine.buckets.*", ["tests/engine/test_buckets.py"]),
     "spans": ("engine/spans.py", "engine.spans.*", ["tests/engine/test_spans.py", "tests/engine/test_engine_top_k.py"]),
@@ -41,6 +45,25 @@ GROUPS = {
     "features": ("engine/data/features.py", "engine.data.features.*",
                  ["tests/engine/data/test_features.py", "tests/engine/data/test_fuzz_features.py",
                   "tests/engine/data/test_labels.py", "tests/engine/test_prepare.py"]),
+    # the server's guards, the disk cache, files and video (issue 28)
+    "guards": ("engine/serve/guards.py", "engine.serve.guards.*", ["tests/engine/serve/test_guards.py"]),
+    "parsing": ("engine/serve/parsing.py", "engine.serve.parsing.*",
+                ["tests/engine/serve/test_parsing.py", "tests/engine/serve/test_fuzz_parsing.py"]),
+    "disk_cache": ("engine/compile/disk_cache.py", "engine.compile.disk_cache.*",
+                   ["tests/engine/compile/test_disk_cache.py", "tests/engine/compile/test_trt.py"]),
+    # only the key and shape logic of the backend: its other code is traced into compiled models
+    "ov_keys": ("engine/compile/openvino_backend.py",
+                " ".join(f"engine.compile.openvino_backend.x{name}__mutmut_*"
+                         for name in ("ǁStageModelsǁkey", "_shape_of", "_runtime_precision", "_cpu_name")),
+                ["tests/engine/compile/test_openvino_keys.py"]),
+    "atomic": ("engine/io/atomic.py", "engine.io.atomic.*", ["tests/engine/io/test_atomic.py"]),
+    "checkpoint": ("engine/io/checkpoint.py", "engine.io.checkpoint.*",
+                   ["tests/engine/io/test_checkpoint_checks.py", "tests/engine/io/test_checkpoint.py"]),
+    "windows": ("engine/video/windows.py", "engine.video.windows.*", ["tests/engine/video/test_windows.py"]),
+    "video": ("engine/video/preprocess.py engine/video/weights.py engine/video/presets.py",
+              "engine.video.preprocess.* engine.video.weights.* engine.video.presets.*",
+              ["tests/engine/video/test_frame_prep.py", "tests/engine/video/test_i3d_weights.py",
+               "tests/engine/video/test_i3d.py"]),
 }
 # code traced into the compiled models, whose mutants must compile their own (no shared model cache)
 COMPILED_CODE = ("reference/", "engine/compile/")
@@ -58,10 +81,10 @@ def copy_project(dest: Path) -> None:
 
 
 def group_config(module: str, tests: list[str]) -> str:
-    """tests/mutation/setup.cfg with the group's module to mutate and tests to run."""
+    """tests/mutation/setup.cfg with the group's modules to mutate and tests to run."""
     text = (HERE / "setup.cfg").read_text()
-    extra = "only_mutate =\n    " + module + "\npytest_add_cli_args_test_selection =\n" + \
-        "".join(f"    {t}\n" for t in tests)
+    extra = "only_mutate =\n" + "".join(f"    {m}\n" for m in module.split()) + \
+        "pytest_add_cli_args_test_selection =\n" + "".join(f"    {t}\n" for t in tests)
     return text.replace("[mutmut]\n", "[mutmut]\n" + extra, 1)
 
 
@@ -70,19 +93,22 @@ def run_group(name: str, root: Path, workers: int) -> float:
     module, mutants, tests = GROUPS[name]
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
+    # a fresh start: mutmut reuses an earlier run's mutants and its record of which tests call which
+    # function, so that a function added since would have "no tests"
+    shutil.rmtree(folder / "mutants", ignore_errors=True)
     copy_project(folder)
     (folder / "setup.cfg").write_text(group_config(module, tests))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one thread a worker
     began = time.monotonic()
     with open(folder / "mutmut.log", "w") as log:
-        if not module.startswith(COMPILED_CODE):
+        if not any(m.startswith(COMPILED_CODE) for m in module.split()):
             # the compiled OpenVINO models are the same for every mutant: compile them once, before
             # mutmut's first run of the tests (so that no test nears the hang timeout), not per mutant
             env["SEQPAN_TEST_CACHE_DIR"] = str(folder / ".compiled-models")
             subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=folder,
                            env=env, stdout=log, stderr=subprocess.STDOUT)
         mutmut = Path(sys.executable).with_name("mutmut")
-        subprocess.run([str(mutmut), "run", "--max-children", str(workers), mutants], cwd=folder, env=env,
+        subprocess.run([str(mutmut), "run", "--max-children", str(workers), *mutants.split()], cwd=folder, env=env,
                        stdout=log, stderr=subprocess.STDOUT)
     return time.monotonic() - began
 

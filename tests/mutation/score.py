@@ -1,6 +1,7 @@
 """Mutation scores from mutmut work folders (tests/mutation/run.py prints them at the end).
 
-    .venv/bin/python tests/mutation/score.py FOLDER GLOB [--survivors]
+    .venv/bin/python tests/mutation/score.py FOLDER GLOB [--survivors]   # GLOB: mutant names, several
+                                                                         # separated by spaces
 
 Score = killed / mutants checked that a test calls. A timeout counts as killed (the mutant made a
 test hang, which pytest-timeout fails); "no tests" mutants (no selected test calls their function)
@@ -21,11 +22,12 @@ APART = {"no tests", "not checked"}
 
 
 def statuses(folder: Path, glob: str) -> dict[str, str]:
-    """Mutant name -> mutmut status, for the mutants in `folder` whose names match `glob`."""
+    """Mutant name -> mutmut status, for the mutants in `folder` whose names match one of the
+    space-separated globs of `glob`."""
     found = {}
     for meta in sorted((folder / "mutants").rglob("*.py.meta")):
         for mutant, code in json.loads(meta.read_text())["exit_code_by_key"].items():
-            if fnmatch.fnmatch(mutant, glob):
+            if any(fnmatch.fnmatch(mutant, g) for g in glob.split()):
                 found[mutant] = status_by_exit_code[code]
     return found
 

@@ -3,6 +3,7 @@ symlinks, honouring the umask (issue #11, item 5)."""
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 import threading
 from pathlib import Path
@@ -101,3 +102,100 @@ def test_issue11_9_unwritable_places_are_one_line_errors(tmp_path):
                 attempt(path)
             assert isinstance(info.value, SeqPANError) and "\n" not in str(info.value)
     assert (tmp_path / "file").read_text() == "x" and list((tmp_path / "dir").iterdir()) == []
+
+
+def refusal(path, attempt) -> str:
+    with pytest.raises(OutputPathError) as info:
+        attempt(path)
+    return str(info.value)
+
+
+WRITERS = (check_writable, lambda p: write_atomically(p, write_text("x")))
+
+
+def test_each_unwritable_place_says_why(tmp_path):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir").mkdir()
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for attempt in WRITERS:
+        assert refusal(tmp_path / "dir", attempt) == \
+            f"cannot write {str(tmp_path / 'dir')!r}: it is a folder or another special file"
+        assert refusal(loop, attempt) == f"cannot write {str(loop)!r}: Too many levels of symbolic links"
+        assert refusal(tmp_path / "file" / "a" / "b", attempt) == \
+            f"cannot write {str(tmp_path / 'file' / 'a' / 'b')!r}: Not a directory"
+
+
+def test_a_folder_without_write_permission_is_refused_before_writing(tmp_path, monkeypatch):
+    """As a user without write (or search) permission on the folder sees it (the tests may run as root,
+    for whom os.access allows everything)."""
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: real(path, mode) and not mode & (os.W_OK | os.X_OK))
+    for attempt in WRITERS:
+        assert refusal(tmp_path / "new" / "out.txt", attempt) == \
+            f"cannot write {str(tmp_path / 'new' / 'out.txt')!r}: folder {str(tmp_path)!r} is not writable"
+    monkeypatch.setattr(os, "access", lambda path, mode: real(path, mode) and not mode & os.X_OK)
+    assert refusal(tmp_path / "out.txt", check_writable).endswith("is not writable")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writable_places_pass_the_early_check(tmp_path):
+    (tmp_path / "old.txt").write_text("x")
+    for path in (tmp_path / "old.txt", tmp_path / "new.txt", tmp_path / "a" / "b" / "new.txt"):
+        assert check_writable(path) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.txt"]  # checking writes nothing
+
+
+def test_the_temporary_file_is_hidden_beside_the_target_and_a_taken_name_is_skipped(tmp_path, monkeypatch):
+    names = iter(["aaaa", "aaaa", "bbbb"])
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(names))
+    (tmp_path / ".out.txt.aaaa.tmp").write_text("someone else's")
+    seen = []
+
+    def write(tmp):
+        seen.append(tmp)
+        Path(tmp).write_text("new")
+
+    write_atomically(tmp_path / "out.txt", write)
+    assert seen == [str(tmp_path / ".out.txt.bbbb.tmp")]
+    assert (tmp_path / "out.txt").read_text() == "new"
+    assert (tmp_path / ".out.txt.aaaa.tmp").read_text() == "someone else's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.txt.aaaa.tmp", "out.txt"]
+
+
+def test_no_free_temporary_name_after_100_tries_is_a_one_line_error(tmp_path, monkeypatch):
+    tries = []
+    monkeypatch.setattr(secrets, "token_hex", lambda n: tries.append(n) or "same")
+    (tmp_path / ".out.txt.same.tmp").write_text("")
+    assert refusal(tmp_path / "out.txt", WRITERS[1]) == \
+        f"cannot write {str(tmp_path / 'out.txt')!r}: no free temporary name beside {tmp_path / 'out.txt'}"
+    assert len(tries) == 100 and not (tmp_path / "out.txt").exists()
+
+
+def test_a_device_gets_the_whole_output_once_written(tmp_path):
+    """The output for a character device is written to a private file first, then copied: a write
+    that fails leaves the device untouched (here a FIFO stands for it)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received, seen = [], []
+    reader = threading.Thread(target=lambda: received.append(Path(fifo).read_bytes()), daemon=True)
+    reader.start()
+
+    def write(tmp):
+        seen.append(tmp)
+        Path(tmp).write_bytes(b"\x00all of it\n" * 10_000)
+
+    write_atomically(fifo, write)
+    reader.join(30)
+    assert received == [b"\x00all of it\n" * 10_000]
+    assert Path(seen[0]).name == "pipe" and Path(seen[0]).parent != tmp_path and not Path(seen[0]).parent.exists()
+
+
+def test_a_failing_writer_that_removed_its_temporary_file_keeps_its_own_error(tmp_path):
+    def fail(tmp):
+        os.unlink(tmp)
+        raise RuntimeError("gave up")
+
+    with pytest.raises(RuntimeError, match="gave up"):
+        write_atomically(tmp_path / "out.txt", fail)
+    assert list(tmp_path.iterdir()) == []

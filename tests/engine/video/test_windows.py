@@ -66,3 +66,19 @@ def test_hand_computed_examples():
     assert plan_windows(12, 24) == [(0, 11)]                        # shorter than one window
     # ActivityNet: 10001 frames are one chunk of 10000 (the last frame never loaded)
     assert plan_windows(10001, 16, 10000)[-2:] == [(9968, 9984), (9983, 9999)]
+
+
+def test_a_stream_without_frames_has_no_windows():
+    for chunk in (None, 12):
+        assert WindowStream(5, chunk).finish() == [] and WindowStream(5, chunk).keep_from == 0
+
+
+def test_what_a_stream_keeps_by_hand():
+    stream = WindowStream(4)
+    kept = []
+    for _ in range(10):
+        stream.push()
+        kept.append(stream.keep_from)
+    # the earlier of the next full window's start (0; 4 from the 5th frame; 8 from the 9th) and the
+    # first frame the tail may need (t - s - 1 after t frames)
+    assert kept == [0, 0, 0, 0, 0, 1, 2, 3, 4, 5]

@@ -97,7 +97,7 @@ def parse_json(text: str | bytes) -> Any:
         except UnicodeDecodeError as err:
             raise RequestError(f"not valid UTF-8 (byte 0x{err.object[err.start]:02x} at offset {err.start})") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return STRICT_JSON.decode(text)
     except RecursionError:
         raise RequestError("JSON nested too deeply") from None
     except ValueError as err:  # JSONDecodeError, NaN/Infinity, an integer of too many digits
@@ -106,6 +106,9 @@ def parse_json(text: str | bytes) -> Any:
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
+
+
+STRICT_JSON = json.JSONDecoder(parse_constant=_refuse_constant)  # one decoder (json.loads builds one a call)
 
 
 def json_error_id(obj: Any) -> Any:

@@ -29,7 +29,7 @@ RETRY_AFTER_S = "1"
 INLINE_PARSE_BYTES = 8 * 1024
 
 
-def build_app(service: GroundingService, replica: str | None = None) -> Starlette:
+def build_app(service: GroundingService, replica: str | None = None) -> "GroundFirst":
     """The API in front of `service`; `replica` (if given) is sent in an `X-SeqPAN-Replica` header.
     Starting the app starts loading the model in the background; stopping it drains the batcher."""
     api = Api(service, replica)
@@ -42,7 +42,23 @@ def build_app(service: GroundingService, replica: str | None = None) -> Starlett
 
     app = Starlette(routes=api.routes, lifespan=lifespan)
     app.router.redirect_slashes = False  # a redirect would name the client's own Host header
-    return app
+    return GroundFirst(app, api)
+
+
+class GroundFirst:
+    """The app, with POST /v1/ground taken straight to its handler: the grounding route skips
+    Starlette's middleware and route matching (its handler answers every error itself), everything
+    else goes through them."""
+
+    def __init__(self, app: Starlette, api: "Api"):
+        self.app, self.api = app, api
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/ground" and scope["method"] == "POST":
+            response = await self.api.ground(Request(scope, receive, send))
+            await response(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 class Api:

@@ -19,7 +19,8 @@ def test_video_requests_extract_once_and_share_the_video(video_clip, video_check
     first = engine.ground([GroundingRequest(None, q, None, video=video, id=q) for q in queries])
     again = engine.ground([GroundingRequest(None, queries[0], 3.0, video=str(video))])
     assert source.extractions == 1
-    assert len({engine.prepare(GroundingRequest(None, q, None, video=video)).video_key for q in queries}) == 1
+    prepared = engine.prepare_all([GroundingRequest(None, q, None, video=video) for q in queries])
+    assert len({p.video_key for p in prepared}) == 1  # one call: one video, one key
     duration = probe(video).duration
     expected = GroundingEngine.from_checkpoint(video_checkpoint, device="cpu").ground(
         [GroundingRequest(features, q, duration, id=q) for q in queries])

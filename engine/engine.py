@@ -95,9 +95,9 @@ class GroundingEngine:
                                                                           self.backend_name), graphs)
         self.tokens: LRU[str, QueryTokens] = LRU(query_cache)
         self.encoded_queries: LRU[str, torch.Tensor] = LRU(query_cache)
-        self.feature_files: LRU[Hashable, torch.Tensor] = LRU(feature_cache, cache_bytes, tensor_bytes)  # by file
-        self.encoded_videos: LRU[Hashable, torch.Tensor] = LRU(video_cache, cache_bytes, tensor_bytes)  # identity
-        # or (videos) content
+        # features by file identity; encoded videos by file identity or content
+        self.feature_files: LRU[Hashable, torch.Tensor] = LRU(feature_cache, cache_bytes, tensor_bytes)
+        self.encoded_videos: LRU[Hashable, torch.Tensor] = LRU(video_cache, cache_bytes, tensor_bytes)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto",

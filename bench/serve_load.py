@@ -213,8 +213,8 @@ def measure(server: str, checkpoint: Path, features_root: Path, objects: list[di
 
 
 def soak(checkpoint: Path, features_root: Path, objects: list[dict], seconds: float, folder: Path) -> dict:
-    """The single server at 32 clients for `seconds`, its RSS sampled every 10 s by a second locust
-    run per sample window."""
+    """The single server at 32 clients for `seconds`, as locust runs of 30 s one after another, its
+    RSS sampled at the start and after each run."""
     cmd = ["--checkpoint", str(checkpoint), "--features-root", str(features_root), "--port", "0", "--device", "cpu",
            *SERVE_OPTIONS]
     bodies_file = folder / "bodies-1.json"

@@ -169,6 +169,12 @@ def check_mode(name: str, value: str) -> str:
     return value
 
 
+def computed_apart(mode: str, programs_per_sample: int) -> bool:
+    """Whether a block's shared part runs in a launch of its own: "pre", or "auto" with more than one
+    program per sample (see MODES)."""
+    return mode == "pre" or (mode == "auto" and programs_per_sample > 1)
+
+
 def check_dim(dim: int, head_size: int | None = None) -> None:
     """The kernels hold whole rows in registers: dim (and head size) must be powers of two >= 16."""
     for name, v in (("dim", dim), ("head size", head_size)):

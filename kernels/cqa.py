@@ -26,6 +26,7 @@ from .common import (
     cast,
     check_dim,
     check_mode,
+    computed_apart,
     device_fn,
     dot_precision,
     linear_t,
@@ -172,7 +173,7 @@ def cqa(c: torch.Tensor, q: torch.Tensor, c_mask: torch.Tensor, q_mask: torch.Te
     c, q, c_mask, q_mask = c.contiguous(), q.contiguous(), c_mask.contiguous(), q_mask.contiguous()
     bc, bq, bt = settings.row_block(lc), settings.key_block(lq), settings.row_block(lc)
     grid = (triton.cdiv(lc, bc), b)
-    pre = t == "pre" or (t == "auto" and grid[0] > 1)
+    pre = computed_apart(t, grid[0])
     column_context = torch.empty(b, lq, d, device=c.device, dtype=torch.float32) if pre else c
     if pre:
         _column_context_kernel[(triton.cdiv(lq, bq), b)](c, q, c_mask, vectors, column_context, lc, lq, d, bq, bt,

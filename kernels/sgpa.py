@@ -24,6 +24,7 @@ from .common import (
     cast,
     check_dim,
     check_mode,
+    computed_apart,
     device_fn,
     dot_precision,
     layer_norm,
@@ -208,7 +209,7 @@ def sgpa(x: torch.Tensor, y: torch.Tensor, x_mask: torch.Tensor, y_mask: torch.T
     x, y, x_mask, y_mask = x.contiguous(), y.contiguous(), x_mask.contiguous(), y_mask.contiguous()
     bn, bkx, bky = settings.row_block(n), settings.key_block(n), settings.key_block(m)
     grid = (triton.cdiv(n, bn), b)
-    pre = kv == "pre" or (kv == "auto" and grid[0] > 1)
+    pre = computed_apart(kv, grid[0])
     if pre:
         kvx = _project_kv(x, w, v, settings, W_FK.value, V_N1.value, eps)
         kvy = _project_kv(y, w, v, settings, W_TK.value, V_NT.value, eps)

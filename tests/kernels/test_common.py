@@ -92,3 +92,10 @@ def test_limits_shrink_above_dim_128_and_pipelining_follows_the_weights():
 
 def test_block_size():
     assert [block_size(n, 64) for n in (1, 16, 17, 33, 64, 65, 1000)] == [16, 16, 32, 64, 64, 64, 64]
+
+
+def test_a_shared_part_is_computed_apart_when_pre_or_auto_with_several_programs():
+    from kernels.common import computed_apart
+
+    assert [computed_apart(mode, programs) for mode in ("auto", "inline", "pre") for programs in (1, 2)] == \
+        [False, True, False, False, True, True]

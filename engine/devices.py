@@ -4,6 +4,7 @@ and the benchmarks."""
 from __future__ import annotations
 
 import logging
+import os
 from functools import cache
 
 import torch
@@ -44,6 +45,21 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def resolve_backend(backend: str, device: torch.device) -> str:
     """"auto" -> what the engine runs on `device` (`auto_backend_name`); any other name as it is."""
     return auto_backend_name(device) if backend == "auto" else backend
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def engine_threads(threads: int | None, backend: str, device: torch.device) -> dict | None:
+    """Hold an engine to `threads` CPU threads: torch's are set now, and the returned backend options
+    give the openvino backend's own pool the same (None: the options to pass for any other backend,
+    or when `threads` is None, which leaves both at their defaults)."""
+    if threads is None:
+        return None
+    torch.set_num_threads(threads)
+    return {"threads": threads} if resolve_backend(backend, device) == "openvino" else None
 
 
 def auto_backend_name(device: torch.device) -> str:

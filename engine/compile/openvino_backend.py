@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from reference.model import SeqPAN, SeqPANOutput, prepare_inputs
 from reference.matching import NUM_LABELS
 from reference.ops import check_padding, weights_device, weights_dtype
 
+from ..devices import available_cores
 from ..errors import BackendError
 from ..io.checkpoint import weights_hash
 from ..shape_plan import ShapePlan
@@ -74,10 +74,6 @@ def runtime_precision(precision: str) -> str:
         log.warning("openvino backend: this CPU has no bf16 support; running fp32")
         return "f32"
     return RUNTIME_PRECISIONS[precision]
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import ray
-import torch
-
-from ..backends import auto_backend_name
+from ..devices import engine_threads
 from ..engine import GroundingEngine, resolve_device
 from ..request_lines import ground_entries
 from ..wire import dumps_result
@@ -33,11 +31,7 @@ class EngineSpec:
 
     def build(self) -> GroundingEngine:
         """The engine (with a video source when `i3d` is given)."""
-        options = None
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-            backend = auto_backend_name(resolve_device(self.device)) if self.backend == "auto" else self.backend
-            options = {"threads": self.threads} if backend == "openvino" else None
+        options = engine_threads(self.threads, self.backend, resolve_device(self.device))
         source = None
         if self.i3d is not None:
             from ..video.extract import make_extractor

@@ -4,16 +4,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import threading
 from typing import Sequence
-
-import torch
 
 from reference.errors import SeqPANError
 
 from ..batcher import MicroBatcher
-from ..devices import resolve_backend, resolve_device
+from ..devices import available_cores, engine_threads, resolve_device
 from ..engine import GroundingEngine
 from ..wire import in_input_order
 from ..requests import GroundingRequest, GroundingResult
@@ -30,7 +27,7 @@ def serving_threads() -> int:
     one thread served 1,126 queries/s at 32 clients to two threads' 1,029, at 0.99 server CPU ms a
     query to 1.58 (1.8x the queries on the machine under other load): two threads wait on each
     other whenever a Python thread takes one's core (docs/performance.md#served-path)."""
-    return max(1, len(os.sched_getaffinity(0)) - 1)
+    return max(1, available_cores() - 1)
 
 
 class GroundingService:
@@ -56,11 +53,7 @@ class GroundingService:
         s = self.settings
         device = resolve_device(s.device)
         threads = s.threads if s.threads is not None or device.type != "cpu" else serving_threads()
-        backend_options = None
-        if threads is not None:
-            torch.set_num_threads(threads)
-            backend = resolve_backend(s.backend, device)
-            backend_options = {"threads": threads} if backend == "openvino" else None  # its own thread pool
+        backend_options = engine_threads(threads, s.backend, device)
         engine = GroundingEngine.from_checkpoint(s.checkpoint, device=s.device, precision=s.precision,
                                                  backend=s.backend, max_batch=s.max_batch,
                                                  features_root=s.features_root,

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ..compile.disk_cache import CacheKey, EngineCache, cache_root
-from ..compile.openvino_backend import available_cores, core, cpu_name, openvino, runtime_precision
+from ..compile.openvino_backend import core, cpu_name, openvino, runtime_precision
+from ..devices import available_cores
 from .i3d import InceptionI3d
 from .presets import CROP
 from .scale import UNIT_RANGE

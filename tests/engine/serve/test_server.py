@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -415,12 +416,12 @@ def test_ready_says_when_loading_failed_without_details():
 def test_serving_leaves_a_core_to_the_host_work(serve_files, monkeypatch):
     """On CPU without --threads, the engine's OpenVINO threads (and torch's) are one fewer than the
     cores the process may use, at least one; --threads overrides that."""
-    from engine.serve import service as service_module
+    from engine.serve.service import serving_threads
 
     for cores, expected in (({0, 1, 2, 3}, 3), ({0, 1}, 1), ({5}, 1)):
-        monkeypatch.setattr(service_module.os, "sched_getaffinity", lambda _, c=cores: c)
-        assert service_module.serving_threads() == expected
-    monkeypatch.setattr(service_module.os, "sched_getaffinity", lambda _: {0, 1, 2})
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _, c=cores: c)
+        assert serving_threads() == expected
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1, 2})
     torch_threads = torch.get_num_threads()
     for threads, expected in ((None, 2), (3, 3)):
         service = GroundingService(ServeSettings(str(serve_files[0]), device="cpu", warmup=False, threads=threads),

@@ -14,15 +14,21 @@ from tests.engine.test_engine import CFG, CHAR_DICT, MODEL, WORD_DICT
 from tests.helpers import run_cli
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ground")
+def write_ground_files(root):
+    """The test model's checkpoint and feature files a.npy (20 clips), b.npy (70), c.npy (1) and
+    nan.npy (NaN values) in `root`; the checkpoint's path."""
     ckpt = save_checkpoint(root / "model.safetensors", MODEL, WORD_DICT, CHAR_DICT)
     gen = np.random.default_rng(0)
     for name, clips in (("a", 20), ("b", 70), ("c", 1)):
         np.save(root / f"{name}.npy", gen.standard_normal((clips, CFG.visual_dim)).astype(np.float32))
     np.save(root / "nan.npy", np.full((4, CFG.visual_dim), np.nan, np.float32))
-    return root, ckpt
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ground")
+    return root, write_ground_files(root)
 
 
 def test_single_query_prints_json(setup):

@@ -10,9 +10,9 @@ import os
 import numpy as np
 import pytest
 
-from engine.io.checkpoint import save_checkpoint
+from tests.engine.cli.test_ground import write_ground_files
 from tests.engine.serve.conftest import assert_same_answers
-from tests.engine.test_engine import CFG, CHAR_DICT, MODEL, WORD_DICT
+from tests.engine.test_engine import CFG
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -24,11 +24,8 @@ def files(tmp_path_factory):
     """A checkpoint, feature files, and a JSONL of 40 lines: by path (relative and absolute), inline,
     and bad ones (not JSON, NaN features, no duration, empty query), a BOM and blank lines."""
     root = tmp_path_factory.mktemp("ground_ray")
-    ckpt = save_checkpoint(root / "model.safetensors", MODEL, WORD_DICT, CHAR_DICT)
-    gen = np.random.default_rng(0)
-    for name, clips in (("a", 20), ("b", 70), ("c", 1)):
-        np.save(root / f"{name}.npy", gen.standard_normal((clips, CFG.visual_dim)).astype(np.float32))
-    np.save(root / "nan.npy", np.full((4, CFG.visual_dim), np.nan, np.float32))
+    ckpt = write_ground_files(root)
+    gen = np.random.default_rng(1)  # the inline features
     lines = []
     for i in range(40):
         request = {"features": ("a.npy", "b.npy", str(root / "c.npy"))[i % 3], "query": QUERIES[i % 5],
